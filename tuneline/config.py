@@ -1,0 +1,184 @@
+"""The run config: YAML -> typed pydantic models, every knob beside its default.
+
+Reads a YAML file (plus ``--set key.path=value`` overrides); writes nothing.
+Unknown keys are rejected and all errors are reported at once with key paths.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from tuneline.errors import ConfigError
+
+DEFAULT_STORAGE = "./.tuneline"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class Task(str, enum.Enum):
+    classification = "classification"
+
+
+class Precision(str, enum.Enum):
+    auto = "auto"  # bf16 on a CUDA GPU that supports it, fp32 on CPU
+    fp32 = "fp32"
+    bf16 = "bf16"
+    fp16 = "fp16"
+
+
+class GateMetric(str, enum.Enum):
+    accuracy = "accuracy"
+    f1_macro = "f1_macro"
+    precision_macro = "precision_macro"
+    recall_macro = "recall_macro"
+
+
+class DataConfig(_Section):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, coerce_numbers_to_str=True)
+
+    source: str = Field(description="File or directory (CSV, TSV, JSONL, Parquet) holding the labelled data.")
+    text_column: str = Field("text", description="Column with the input text.")
+    text_pair_column: str | None = Field(None, description="Optional second text column (sentence pairs).")
+    label_column: str = Field("label", description="Column with the target label.")
+    labels: list[str] | None = Field(None, description="Allowed labels in id order; inferred (sorted) from the data when empty.")
+    split_column: str | None = Field(
+        None, description="Optional column with a predefined split (train / validation / test) per row."
+    )
+    validation_fraction: float = Field(0.1, ge=0.0, lt=1.0, description="Share of rows held out to monitor training.")
+    test_fraction: float = Field(0.1, gt=0.0, lt=1.0, description="Share of rows held out for the final evaluation.")
+    seed: int = Field(42, description="Seed of the deterministic stratified split.")
+
+    @model_validator(mode="after")
+    def _fractions_leave_training_rows(self) -> DataConfig:
+        if self.validation_fraction + self.test_fraction >= 0.9:
+            raise ValueError("validation_fraction + test_fraction must leave at least 10% of rows for training")
+        return self
+
+
+class ValidationConfig(_Section):
+    min_rows: int = Field(20, ge=1, description="Fewer rows than this cannot train anything useful.")
+    min_rows_per_class: int = Field(5, ge=1, description="Each label needs this many rows to be split and learned.")
+    min_text_length: int = Field(1, ge=0, description="Texts shorter than this (characters) are an error.")
+    max_text_length: int = Field(100_000, ge=1, description="Texts longer than this (characters) are an error.")
+    max_duplicate_fraction: float = Field(
+        0.2, ge=0.0, le=1.0, description="Share of rows whose text repeats an earlier row; real corpora have a few."
+    )
+    check_split_overlap: bool = Field(True, description="Fail if a text appears in both training and evaluation splits.")
+
+
+class ModelConfig(_Section):
+    base: str = Field(
+        "all-MiniLM-L6-v2",
+        description="Pretrained model: a local folder, or the embedded 'all-MiniLM-L6-v2'.",
+    )
+    max_length: int = Field(128, ge=8, le=8192, description="Tokens per example; longer texts are truncated.")
+
+
+class TrainingConfig(_Section):
+    epochs: float = Field(3, gt=0, le=100, description="Passes over the training split.")
+    learning_rate: float = Field(1e-4, gt=0, lt=1, description="Peak AdamW rate; small encoders like MiniLM want ~1e-4.")
+    batch_size: int = Field(16, ge=1, description="Examples per device per step.")
+    gradient_accumulation: int = Field(1, ge=1, description="Steps accumulated per optimizer update.")
+    warmup_ratio: float = Field(0.1, ge=0, lt=1, description="Share of steps with a linearly rising rate.")
+    weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay.")
+    seed: int = Field(42, description="Seed for weight init of the new head and data order.")
+    precision: Precision = Field(Precision.auto, description="auto: bf16 on a capable GPU, fp32 on CPU.")
+
+
+class EvaluationConfig(_Section):
+    metric: GateMetric = Field(GateMetric.f1_macro, description="Metric the gate compares, on the test split.")
+    minimum: float = Field(0.0, ge=0, le=1, description="The candidate must reach at least this value.")
+
+
+class RegisterConfig(_Section):
+    keep_failed: bool = Field(False, description="Register a candidate that failed the gate (marked as failed).")
+
+
+with warnings.catch_warnings():  # a field named "register" shadows ABCMeta.register; harmless on instances
+    warnings.filterwarnings("ignore", message='Field name "register"')
+
+    class FinetuneConfig(_Section):
+        name: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$", description="Registered model name.")
+        task: Task = Field(Task.classification, description="What the model learns.")
+        data: DataConfig
+        validation: ValidationConfig = ValidationConfig()
+        model: ModelConfig = ModelConfig()
+        training: TrainingConfig = TrainingConfig()
+        evaluation: EvaluationConfig = EvaluationConfig()
+        register: RegisterConfig = RegisterConfig()
+        storage: str | None = Field(None, description="Storage root: a path or s3://bucket/prefix (else $TUNELINE_STORAGE).")
+
+        def storage_root(self) -> str:
+            return self.storage or os.environ.get("TUNELINE_STORAGE") or DEFAULT_STORAGE
+
+
+def format_validation_error(err: ValidationError, where: str) -> str:
+    lines = [f"invalid config in {where} ({err.error_count()} problem(s)):"]
+    for item in err.errors():
+        path = ".".join(str(p) for p in item["loc"]) or "(top level)"
+        message = item["msg"]
+        if item["type"] == "extra_forbidden":
+            message = "unknown key"
+        elif item["type"] == "missing":
+            message = "required key is missing"
+        lines.append(f"  {path}: {message}")
+    return "\n".join(lines)
+
+
+def apply_override(raw: dict[str, Any], assignment: str) -> None:
+    """Apply one ``key.path=value`` override in place; the value is parsed as YAML."""
+    key, sep, value = assignment.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set {assignment!r}: expected key.path=value")
+    parts = key.strip().split(".")
+    node = raw
+    for i, part in enumerate(parts[:-1]):
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {assignment!r}: {'.'.join(parts[: i + 1])} is not a section")
+        node = child
+    node[parts[-1]] = yaml.safe_load(value) if value.strip() else None
+
+
+def parse_config(raw: Any, where: str = "config") -> FinetuneConfig:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"invalid config in {where}: expected a mapping of keys, got {type(raw).__name__}")
+    try:
+        return FinetuneConfig.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err, where)) from None
+
+
+def load_config(path: str | Path, overrides: list[str] = ()) -> FinetuneConfig:
+    """Read a YAML config, apply overrides, validate. Relative data paths resolve against the file."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        raise ConfigError(f"config file {path} is not valid YAML: {err}") from None
+    if isinstance(raw, dict):
+        for assignment in overrides:
+            apply_override(raw, assignment)
+        _resolve_relative_source(raw, path.parent)
+    return parse_config(raw, where=str(path))
+
+
+def _resolve_relative_source(raw: dict[str, Any], base_dir: Path) -> None:
+    data = raw.get("data")
+    if isinstance(data, dict) and isinstance(data.get("source"), str):
+        source = data["source"]
+        if "://" not in source and not Path(source).is_absolute() and not Path(source).exists():
+            candidate = base_dir / source
+            if candidate.exists():
+                data["source"] = str(candidate.resolve())

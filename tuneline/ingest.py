@@ -1,0 +1,151 @@
+"""Ingest: read raw labelled data and snapshot it as Parquet, keyed by content.
+
+Reads CSV / TSV / JSONL / Parquet from a file or a directory of files.
+Writes ``datasets/<fingerprint[:16]>/data.parquet`` and ``meta.json`` in the storage
+root. The fingerprint (SHA-256 over each file's name and bytes) is the dataset
+version; ingesting the same bytes again reuses the same snapshot.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+
+from tuneline.errors import DataError
+from tuneline.storage import Storage
+
+FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet"}
+
+
+def list_source_files(source: str) -> list[Path]:
+    """The data files a source names: the file itself, or the supported files in a directory."""
+    if source.startswith("s3://"):
+        raise DataError(f"data.source {source!r}: s3:// sources need an S3-capable build (not in this version)")
+    path = Path(source).expanduser()
+    if not path.exists():
+        raise DataError(f"data.source: {source} does not exist")
+    if path.is_file():
+        if path.suffix.lower() not in FORMATS:
+            raise DataError(f"data.source: {path} has an unsupported extension (use {', '.join(FORMATS)})")
+        return [path]
+    files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in FORMATS)
+    if not files:
+        raise DataError(f"data.source: directory {path} holds no {', '.join(FORMATS)} files")
+    return files
+
+
+def _decode_utf8(raw: bytes, path: Path) -> str:
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = raw[: err.start].count(b"\n") + 1
+        raise DataError(
+            f"{path}: line {line} is not valid UTF-8 (byte 0x{raw[err.start]:02x} at offset {err.start}); "
+            "re-save the file as UTF-8"
+        ) from None
+
+
+def read_table(path: Path) -> pd.DataFrame:
+    """Read one file into a DataFrame of strings (text columns stay text: 'NA' is not a null)."""
+    fmt = FORMATS[path.suffix.lower()]
+    raw = path.read_bytes()
+    if not raw.strip():
+        raise DataError(f"{path}: the file is empty")
+    try:
+        if fmt == "parquet":
+            frame = pd.read_parquet(io.BytesIO(raw))
+        elif fmt == "jsonl":
+            frame = _read_jsonl(_decode_utf8(raw, path), path)
+        else:
+            frame = pd.read_csv(
+                io.StringIO(_decode_utf8(raw, path)),
+                sep="\t" if fmt == "tsv" else ",",
+                dtype=str,
+                keep_default_na=False,
+                na_values=[""],
+                quoting=csv.QUOTE_NONE if fmt == "tsv" else csv.QUOTE_MINIMAL,
+            )
+    except DataError:
+        raise
+    except pd.errors.ParserError as err:
+        raise DataError(f"{path}: malformed {fmt.upper()}: {_first_line(err)}") from None
+    except (ValueError, OSError) as err:
+        raise DataError(f"{path}: cannot read as {fmt}: {_first_line(err)}") from None
+    if frame.empty:
+        raise DataError(f"{path}: no data rows (only a header or nothing)")
+    frame.columns = [str(c).strip() for c in frame.columns]
+    return frame
+
+
+def _read_jsonl(text: str, path: Path) -> pd.DataFrame:
+    rows = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise DataError(f"{path}: line {number} is not valid JSON: {err.msg}") from None
+        if not isinstance(row, dict):
+            raise DataError(f"{path}: line {number} is a JSON {type(row).__name__}, expected an object")
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _first_line(err: Exception) -> str:
+    return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+
+
+def fingerprint_files(files: list[Path]) -> str:
+    """SHA-256 over (file name, file bytes) pairs: identical data gives the identical version."""
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(path.name.encode() + b"\0")
+        with path.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        digest.update(b"\0")
+    return digest.hexdigest()
+
+
+def ingest_dataset(source: str, storage: Storage) -> dict:
+    """Snapshot ``source`` into the storage root; returns the dataset's key, fingerprint and counts."""
+    files = list_source_files(source)
+    fingerprint = fingerprint_files(files)
+    prefix = f"datasets/{fingerprint[:16]}"
+    if storage.exists(f"{prefix}/meta.json"):
+        return {**storage.read_json(f"{prefix}/meta.json"), "reused": True}
+    frames = [read_table(path) for path in files]
+    columns = list(frames[0].columns)
+    for path, frame in zip(files[1:], frames[1:]):
+        if list(frame.columns) != columns:
+            raise DataError(f"{path}: columns {list(frame.columns)} differ from {files[0].name}'s {columns}")
+    data = pd.concat(frames, ignore_index=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        local = Path(tmp) / "data.parquet"
+        data.to_parquet(local, index=False)
+        storage.put_file(local, f"{prefix}/data.parquet")
+    meta = {
+        "fingerprint": fingerprint,
+        "key": prefix,
+        "uri": storage.uri(f"{prefix}/data.parquet"),
+        "rows": len(data),
+        "columns": columns,
+        "files": [str(p) for p in files],
+    }
+    storage.write_json(f"{prefix}/meta.json", meta)
+    return {**meta, "reused": False}
+
+
+def load_dataset_frame(storage: Storage, dataset: dict) -> pd.DataFrame:
+    """The snapshot an earlier ingest wrote, as a DataFrame."""
+    with tempfile.TemporaryDirectory() as tmp:
+        local = Path(tmp) / "data.parquet"
+        storage.get_file(f"{dataset['key']}/data.parquet", local)
+        return pd.read_parquet(local)

@@ -1,0 +1,85 @@
+"""Preprocess: split the snapshot and tokenize each split with the base model's fast tokenizer.
+
+Reads ``datasets/<fp>/data.parquet``; writes ``prepared/<key>/{train,validation,test}``
+(HF ``datasets`` arrow folders) and ``prepared/<key>/meta.json``. The key covers the
+dataset fingerprint, the data and model settings, and this module's version.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+
+from tuneline.base_models import resolve_base_model
+from tuneline.config import FinetuneConfig
+from tuneline.fingerprints import content_key, folder_fingerprint
+from tuneline.ingest import load_dataset_frame
+from tuneline.splits import SPLITS, assign_splits
+from tuneline.storage import Storage
+
+PREPROCESS_VERSION = 1
+
+
+def label_names(frame: pd.DataFrame, cfg: FinetuneConfig) -> list[str]:
+    """Labels in id order: as configured, else sorted from the data."""
+    return list(cfg.data.labels) if cfg.data.labels else sorted(frame[cfg.data.label_column].astype(str).unique())
+
+
+def prepare_key(dataset: dict, cfg: FinetuneConfig) -> str:
+    base = folder_fingerprint(str(resolve_base_model(cfg.model.base)))
+    return content_key(dataset["fingerprint"], cfg.data, cfg.model.max_length, base, PREPROCESS_VERSION)
+
+
+def tokenize_split(frame: pd.DataFrame, cfg: FinetuneConfig, tokenizer, label_ids: dict[str, int]):
+    """A ``datasets.Dataset`` with input_ids / attention_mask / labels for one split."""
+    from datasets import Dataset
+
+    data = cfg.data
+    columns = {"text": frame[data.text_column].astype(str).tolist()}
+    if data.text_pair_column:
+        columns["text_pair"] = frame[data.text_pair_column].astype(str).tolist()
+    columns["labels"] = [label_ids[str(v)] for v in frame[data.label_column]]
+    dataset = Dataset.from_dict(columns)
+
+    def encode(batch):
+        pair = batch.get("text_pair")
+        return tokenizer(batch["text"], pair, truncation=True, max_length=cfg.model.max_length)
+
+    return dataset.map(encode, batched=True, remove_columns=[c for c in columns if c != "labels"])
+
+
+def prepare_splits(storage: Storage, dataset: dict, cfg: FinetuneConfig) -> dict:
+    """Split + tokenize once per (dataset, settings); returns the prepared key, labels and counts."""
+    from transformers import AutoTokenizer
+
+    prefix = f"prepared/{prepare_key(dataset, cfg)}"
+    if storage.exists(f"{prefix}/meta.json"):
+        return {**storage.read_json(f"{prefix}/meta.json"), "reused": True}
+    frame = load_dataset_frame(storage, dataset)
+    splits = assign_splits(frame, cfg.data)
+    labels = label_names(frame, cfg)
+    label_ids = {name: i for i, name in enumerate(labels)}
+    tokenizer = AutoTokenizer.from_pretrained(resolve_base_model(cfg.model.base), use_fast=True)
+    counts = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for split in SPLITS:
+            rows = frame[splits == split]
+            counts[split] = len(rows)
+            if len(rows):
+                tokenize_split(rows, cfg, tokenizer, label_ids).save_to_disk(str(Path(tmp) / split))
+        storage.put_dir(Path(tmp), prefix)
+    meta = {"key": prefix, "uri": storage.uri(prefix), "labels": labels, "counts": counts,
+            "dataset_fingerprint": dataset["fingerprint"]}
+    storage.write_json(f"{prefix}/meta.json", meta)
+    return {**meta, "reused": False}
+
+
+def load_split(storage: Storage, prepared: dict, split: str):
+    """One tokenized split as a ``datasets.Dataset``, or None when the split is empty."""
+    from datasets import load_from_disk
+
+    if not prepared["counts"].get(split):
+        return None
+    return load_from_disk(str(storage.local_dir(f"{prepared['key']}/{split}")))

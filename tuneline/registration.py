@@ -1,0 +1,53 @@
+"""Register a gated candidate: build its manifest from the pipeline's results.
+
+Reads the candidate model folder and the earlier stages' result dicts; writes a
+new registry version (see ``tuneline.registry``) unless the gate failed and the
+config does not keep failed candidates.
+"""
+
+from __future__ import annotations
+
+from tuneline.base_models import resolve_base_model
+from tuneline.config import FinetuneConfig
+from tuneline.fingerprints import code_version, folder_fingerprint
+from tuneline.metrics import headline
+from tuneline.registry import Registry
+from tuneline.storage import Storage
+
+
+def build_manifest(cfg: FinetuneConfig, dataset: dict, trained: dict, evaluation: dict, run_id: str | None) -> dict:
+    return {
+        "task": cfg.task.value,
+        "metrics": evaluation["metrics"],
+        "gate": evaluation["gate"],
+        "config": cfg.model_dump(mode="json"),
+        "dataset_fingerprint": dataset["fingerprint"],
+        "base_model": {
+            "name": cfg.model.base,
+            "fingerprint": folder_fingerprint(str(resolve_base_model(cfg.model.base))),
+        },
+        "training": {k: v for k, v in trained.items() if k not in ("reused",)},
+        "code_version": code_version(),
+        "run_id": run_id,
+    }
+
+
+def register_candidate(
+    storage: Storage, cfg: FinetuneConfig, dataset: dict, trained: dict, evaluation: dict, run_id: str | None = None
+) -> dict:
+    """Register the candidate if the gate passed (or failed ones are kept); returns what was done."""
+    gate = evaluation["gate"]
+    if not gate["passed"] and not cfg.register.keep_failed:
+        return {"registered": False, "reason": "gate failed", "version": None, "uri": None}
+    manifest = Registry(storage).register(
+        cfg.name,
+        storage.local_dir(f"{trained['key']}/model"),
+        build_manifest(cfg, dataset, trained, evaluation, run_id),
+    )
+    return {
+        "registered": True,
+        "existing": manifest["existing"],
+        "version": manifest["version"],
+        "uri": manifest["uri"],
+        "metrics": headline(manifest["metrics"]),
+    }

@@ -1,0 +1,179 @@
+"""The model registry: immutable numbered versions in the storage root.
+
+Reads and writes under ``registry/<name>/``:
+  versions/<NNNNNN>/claim.json     the number, claimed with a create-if-absent write
+  versions/<NNNNNN>/model/...      the model files
+  versions/<NNNNNN>/manifest.json  written LAST: no manifest, no version
+  aliases/<alias>.json             pointer to a version
+Both storage backends give the same semantics.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+
+from tuneline.errors import RegistryError
+from tuneline.fingerprints import sha256_file
+from tuneline.storage import Storage, check_key
+
+VERSION_DIGITS = 6
+REF_PATTERN = re.compile(r"^(?P<name>[a-z0-9][a-z0-9._-]*)(?::(?P<version>\d+)|@(?P<alias>[A-Za-z0-9._-]+))?$")
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def version_dir(name: str, version: int) -> str:
+    return f"registry/{name}/versions/{version:0{VERSION_DIGITS}d}"
+
+
+def folder_files(folder: Path) -> dict[str, dict]:
+    """sha256 and size of every file in a model folder, by relative path."""
+    return {
+        p.relative_to(folder).as_posix(): {"sha256": sha256_file(p), "size": p.stat().st_size}
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+def files_fingerprint(files: dict[str, dict]) -> str:
+    import hashlib
+
+    return hashlib.sha256(json.dumps({k: v["sha256"] for k, v in files.items()}, sort_keys=True).encode()).hexdigest()
+
+
+class Registry:
+    def __init__(self, storage: Storage):
+        self.storage = storage
+
+    # -- reading -----------------------------------------------------------
+    def names(self) -> list[str]:
+        return [n for n in self.storage.list_children("registry") if self.versions(n)]
+
+    def versions(self, name: str) -> list[int]:
+        """Complete versions only: those whose manifest exists."""
+        found = []
+        for child in self.storage.list_children(f"registry/{name}/versions"):
+            if child.isdigit() and self.storage.exists(f"{version_dir(name, int(child))}/manifest.json"):
+                found.append(int(child))
+        return sorted(found)
+
+    def manifest(self, name: str, version: int) -> dict:
+        key = f"{version_dir(name, version)}/manifest.json"
+        if not self.storage.exists(key):
+            raise RegistryError(f"model {name}:{version} does not exist (versions: {self.versions(name) or 'none'})")
+        return self.storage.read_json(key)
+
+    def alias(self, name: str, alias: str) -> dict | None:
+        key = f"registry/{name}/aliases/{alias}.json"
+        return self.storage.read_json(key) if self.storage.exists(key) else None
+
+    def resolve(self, ref: str) -> tuple[str, int]:
+        """``NAME``, ``NAME:VERSION`` or ``NAME@ALIAS`` -> (name, version); NAME alone is the latest."""
+        match = REF_PATTERN.match(ref)
+        if not match:
+            raise RegistryError(f"model reference {ref!r}: expected NAME, NAME:VERSION or NAME@ALIAS")
+        name = match["name"]
+        if match["alias"]:
+            pointer = self.alias(name, match["alias"])
+            if pointer is None:
+                raise RegistryError(f"model {name} has no alias {match['alias']!r}")
+            return name, int(pointer["version"])
+        if match["version"]:
+            version = int(match["version"])
+            self.manifest(name, version)
+            return name, version
+        versions = self.versions(name)
+        if not versions:
+            raise RegistryError(f"model {name!r} has no registered versions")
+        return name, versions[-1]
+
+    def find_version(self, name: str, model_fingerprint: str) -> int | None:
+        for version in reversed(self.versions(name)):
+            if self.manifest(name, version).get("model_fingerprint") == model_fingerprint:
+                return version
+        return None
+
+    # -- writing -----------------------------------------------------------
+    def _claim(self, name: str, model_fingerprint: str) -> int:
+        """Claim the next free number; reuse our own claim left by a crashed attempt."""
+        prefix = f"registry/{name}/versions"
+        taken = [int(c) for c in self.storage.list_children(prefix) if c.isdigit()]
+        for version in taken:
+            claim_key = f"{version_dir(name, version)}/claim.json"
+            if (not self.storage.exists(f"{version_dir(name, version)}/manifest.json")
+                    and self.storage.exists(claim_key)
+                    and self.storage.read_json(claim_key).get("model_fingerprint") == model_fingerprint):
+                return version
+        version = max(taken, default=0) + 1
+        claim = {"model_fingerprint": model_fingerprint, "claimed_at": now_iso(), "pid": os.getpid()}
+        while not self.storage.create_exclusive(f"{version_dir(name, version)}/claim.json",
+                                                json.dumps(claim).encode()):
+            version += 1
+        return version
+
+    def register(self, name: str, model_dir: Path, manifest_fields: dict) -> dict:
+        """Upload a model folder as a new immutable version; the manifest goes last.
+
+        Registering identical files again returns the existing version instead of a copy.
+        """
+        files = folder_files(model_dir)
+        if not files:
+            raise RegistryError(f"{model_dir}: no files to register")
+        fingerprint = files_fingerprint(files)
+        existing = self.find_version(name, fingerprint)
+        if existing is not None:
+            return {**self.manifest(name, existing), "existing": True}
+        version = self._claim(name, fingerprint)
+        prefix = version_dir(name, version)
+        for relative in files:
+            self.storage.put_file(model_dir / relative, f"{prefix}/model/{relative}")
+        manifest = {
+            **manifest_fields,
+            "name": name,
+            "version": version,
+            "uri": self.storage.uri(f"{prefix}/model"),
+            "model_fingerprint": fingerprint,
+            "files": files,
+            "registered_at": now_iso(),
+        }
+        self.storage.write_json(f"{prefix}/manifest.json", manifest)
+        return {**manifest, "existing": False}
+
+    def pull(self, ref: str, dest: Path) -> Path:
+        """Download a version to ``dest`` and verify every file's sha256; nothing is left on failure."""
+        name, version = self.resolve(ref)
+        manifest = self.manifest(name, version)
+        dest = Path(dest).expanduser().resolve()
+        if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
+            raise RegistryError(f"pull destination {dest} exists and is not empty")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.partial-", dir=dest.parent))
+        try:
+            for relative, expected in manifest["files"].items():
+                try:
+                    check_key(relative)
+                except ValueError:
+                    raise RegistryError(f"{name}:{version}: manifest lists an unsafe path {relative!r}") from None
+                local = staging / relative
+                self.storage.get_file(f"{version_dir(name, version)}/model/{relative}", local)
+                actual = sha256_file(local)
+                if actual != expected["sha256"]:
+                    raise RegistryError(
+                        f"{name}:{version}: {relative} fails its checksum (expected {expected['sha256'][:12]}..., "
+                        f"got {actual[:12]}...); the stored object was altered or damaged"
+                    )
+            if dest.exists():
+                dest.rmdir()
+            staging.rename(dest)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        return dest

@@ -1,0 +1,49 @@
+"""Deterministic, stratified, duplicate-aware train/validation/test assignment.
+
+Reads a DataFrame and the data config; returns one split name per row. Rows with
+identical input text always land in the same split, so a duplicated message can
+never leak from training into evaluation.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from tuneline.config import DataConfig
+
+SPLITS = ("train", "validation", "test")
+
+
+def input_key(frame: pd.DataFrame, data: DataConfig) -> pd.Series:
+    """The model input of each row as one string (text, plus the pair text if any)."""
+    key = frame[data.text_column].astype(str)
+    if data.text_pair_column:
+        key = key + "\x1f" + frame[data.text_pair_column].astype(str)
+    return key
+
+
+def assign_splits(frame: pd.DataFrame, data: DataConfig) -> pd.Series:
+    """Split name per row: the predefined column if configured, else a seeded stratified draw."""
+    if data.split_column:
+        return frame[data.split_column].astype(str).str.strip().str.lower()
+    keys = input_key(frame, data)
+    labels = frame[data.label_column].astype(str)
+    groups = pd.DataFrame({"key": keys, "label": labels}).drop_duplicates("key")
+    rng = np.random.default_rng(data.seed)
+    assignment: dict[str, str] = {}
+    for label in sorted(groups["label"].unique()):
+        members = groups.loc[groups["label"] == label, "key"].to_numpy()
+        members = members[rng.permutation(len(members))]
+        n_test = _share(len(members), data.test_fraction)
+        n_val = _share(len(members) - n_test, data.validation_fraction / (1 - data.test_fraction))
+        for i, key in enumerate(members):
+            assignment[key] = "test" if i < n_test else "validation" if i < n_test + n_val else "train"
+    return keys.map(assignment).rename("split")
+
+
+def _share(count: int, fraction: float) -> int:
+    """Rows of a class for a held-out split: rounded, at least one when the class can spare it."""
+    if fraction <= 0 or count < 3:
+        return 0
+    return max(1, int(round(count * fraction)))
