@@ -10,6 +10,6 @@ from tuneline.storage import open_storage
 
 @task(name="ingest", **RETRY)
 def ingest(config: FinetuneConfig) -> dict:
-    dataset = ingest_dataset(config.data.source, open_storage(config.storage_root()))
+    dataset = ingest_dataset(config.data.source, open_storage(config.storage_root()), config.data.format.value)
     get_run_logger().info("dataset %s: %d rows -> %s", dataset["fingerprint"][:16], dataset["rows"], dataset["uri"])
     return dataset

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 from pathlib import Path
@@ -38,11 +39,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def drop_tracebacks(record: logging.LogRecord) -> bool:
+    """Console log filter: keep the message, drop the traceback (the CLI prints one paragraph)."""
+    record.exc_info, record.exc_text = None, None
+    return True
+
+
+def quiet_console_tracebacks() -> None:
+    if os.environ.get("TUNELINE_DEBUG"):
+        return
+    for handler in logging.getLogger().handlers:
+        if type(handler).__name__ == "PrefectConsoleHandler":
+            handler.addFilter(drop_tracebacks)
+
+
 def command_run(args) -> int:
     from tuneline.config import load_config
 
     config = load_config(args.config, args.overrides)
     from flows.finetune import finetune
+
+    quiet_console_tracebacks()
 
     try:
         summary = finetune(config=config)

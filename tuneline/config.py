@@ -42,10 +42,19 @@ class GateMetric(str, enum.Enum):
     recall_macro = "recall_macro"
 
 
+class DataFormat(str, enum.Enum):
+    auto = "auto"  # from the file extension
+    csv = "csv"
+    tsv = "tsv"
+    jsonl = "jsonl"
+    parquet = "parquet"
+
+
 class DataConfig(_Section):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, coerce_numbers_to_str=True)
 
     source: str = Field(description="File or directory (CSV, TSV, JSONL, Parquet) holding the labelled data.")
+    format: DataFormat = Field(DataFormat.auto, description="File format; auto goes by extension (.csv .tsv .jsonl .parquet).")
     text_column: str = Field("text", description="Column with the input text.")
     text_pair_column: str | None = Field(None, description="Optional second text column (sentence pairs).")
     label_column: str = Field("label", description="Column with the target label.")

@@ -23,7 +23,7 @@ from tuneline.storage import Storage
 FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet"}
 
 
-def list_source_files(source: str) -> list[Path]:
+def list_source_files(source: str, fmt: str = "auto") -> list[Path]:
     """The data files a source names: the file itself, or the supported files in a directory."""
     if source.startswith("s3://"):
         raise DataError(f"data.source {source!r}: s3:// sources need an S3-capable build (not in this version)")
@@ -31,10 +31,13 @@ def list_source_files(source: str) -> list[Path]:
     if not path.exists():
         raise DataError(f"data.source: {source} does not exist")
     if path.is_file():
-        if path.suffix.lower() not in FORMATS:
-            raise DataError(f"data.source: {path} has an unsupported extension (use {', '.join(FORMATS)})")
+        if fmt == "auto" and path.suffix.lower() not in FORMATS:
+            raise DataError(
+                f"data.source: {path} has an unsupported extension (use {', '.join(FORMATS)}, or set data.format)"
+            )
         return [path]
-    files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in FORMATS)
+    wanted = [ext for ext, name in FORMATS.items() if fmt in ("auto", name)]
+    files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in wanted)
     if not files:
         raise DataError(f"data.source: directory {path} holds no {', '.join(FORMATS)} files")
     return files
@@ -51,9 +54,9 @@ def _decode_utf8(raw: bytes, path: Path) -> str:
         ) from None
 
 
-def read_table(path: Path) -> pd.DataFrame:
+def read_table(path: Path, fmt: str = "auto") -> pd.DataFrame:
     """Read one file into a DataFrame of strings (text columns stay text: 'NA' is not a null)."""
-    fmt = FORMATS[path.suffix.lower()]
+    fmt = FORMATS[path.suffix.lower()] if fmt == "auto" else fmt
     raw = path.read_bytes()
     if not raw.strip():
         raise DataError(f"{path}: the file is empty")
@@ -114,14 +117,14 @@ def fingerprint_files(files: list[Path]) -> str:
     return digest.hexdigest()
 
 
-def ingest_dataset(source: str, storage: Storage) -> dict:
+def ingest_dataset(source: str, storage: Storage, fmt: str = "auto") -> dict:
     """Snapshot ``source`` into the storage root; returns the dataset's key, fingerprint and counts."""
-    files = list_source_files(source)
+    files = list_source_files(source, fmt)
     fingerprint = fingerprint_files(files)
     prefix = f"datasets/{fingerprint[:16]}"
     if storage.exists(f"{prefix}/meta.json"):
         return {**storage.read_json(f"{prefix}/meta.json"), "reused": True}
-    frames = [read_table(path) for path in files]
+    frames = [read_table(path, fmt) for path in files]
     columns = list(frames[0].columns)
     for path, frame in zip(files[1:], frames[1:]):
         if list(frame.columns) != columns:

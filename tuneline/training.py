@@ -91,7 +91,9 @@ def fine_tune(train_set, eval_set, labels: list[str], cfg: FinetuneConfig, model
         started = time.perf_counter()
         output = trainer.train()
         seconds = time.perf_counter() - started
-        trainer.save_model(str(model_dir))
+        # save_pretrained, not Trainer.save_model: the latter adds training_args.bin, a pickle.
+        trainer.model.save_pretrained(model_dir)
+        tokenizer.save_pretrained(model_dir)
     evals = [h for h in trainer.state.log_history if "eval_loss" in h]
     return {
         "precision": precision,

@@ -1,7 +1,7 @@
 """Validate a dataset snapshot with great-expectations before any training.
 
-Reads the ingested DataFrame and the config; returns a report (one entry per
-expectation: success, counts, example values) that the caller stores. GX runs in
+Reads the ingested snapshot and the config; writes ``validation/<key>/report.json``
+(one entry per expectation: success, counts, example values). GX runs in
 an ephemeral context, imported lazily (it takes seconds and hundreds of MB).
 """
 
@@ -13,7 +13,10 @@ import pandas as pd
 
 from tuneline.config import FinetuneConfig
 from tuneline.errors import ValidationFailed
+from tuneline.fingerprints import content_key
+from tuneline.ingest import load_dataset_frame
 from tuneline.splits import SPLITS, assign_splits, input_key
+from tuneline.storage import Storage
 
 MAX_EXAMPLES = 5
 
@@ -168,3 +171,18 @@ def raise_if_failed(report: dict, report_uri: str) -> None:
         raise ValidationFailed(
             f"data validation failed ({failed} expectation(s)); report: {report_uri}\n" + describe_failures(report)
         )
+
+
+def validate_dataset(storage: Storage, dataset: dict, cfg: FinetuneConfig) -> dict:
+    """Validate a snapshot once per (dataset, data and validation settings); the report is stored.
+
+    Raises ``ValidationFailed`` (deterministic: same data, same verdict) when any expectation fails.
+    """
+    key = f"validation/{content_key(dataset['fingerprint'], cfg.data, cfg.validation)}/report.json"
+    reused = storage.exists(key)
+    report = storage.read_json(key) if reused else validate_frame(load_dataset_frame(storage, dataset), cfg)
+    if not reused:
+        storage.write_json(key, report)
+    raise_if_failed(report, storage.uri(key))
+    met = sum(r["success"] for r in report["results"])
+    return {"report_uri": storage.uri(key), "success": True, "expectations": met, "reused": reused}

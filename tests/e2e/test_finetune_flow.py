@@ -1,0 +1,114 @@
+"""The whole flow on the project's sample data, on CPU, under a real Prefect test harness.
+
+What a user checks: a version is registered with a complete manifest, the folder
+loads with plain ``transformers`` and predicts, a re-run reuses finished stages,
+and a candidate below the gate is not registered.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import EXAMPLES, REPO, make_config
+from tuneline.config import parse_config
+from tuneline.errors import GateFailed
+from tuneline.fingerprints import sha256_file
+from tuneline.registry import Registry
+from tuneline.storage import LocalStorage
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness")]
+STAGES = ["ingest", "validate", "preprocess", "train", "evaluate", "register"]
+
+
+def predict(model_dir, texts):
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
+    with torch.inference_mode():
+        logits = model(**tokenizer(texts, padding=True, return_tensors="pt")).logits
+    return [model.config.id2label[i] for i in logits.argmax(-1).tolist()]
+
+
+def test_flow_registers_a_model_that_loads_with_plain_transformers(demo_csv, storage_root):
+    from flows.finetune import finetune
+
+    config = parse_config(make_config(demo_csv, storage_root, training={"epochs": 2}))
+    summary = finetune(config=config)
+
+    assert list(summary["stages"]) == STAGES
+    assert all(s["status"] == "ran" and s["seconds"] >= 0 for s in summary["stages"].values())
+    assert summary["version"] == 1 and summary["gate"]["passed"]
+    assert summary["metrics"]["f1_macro"] >= 0.8
+
+    manifest = Registry(LocalStorage(storage_root)).manifest("test-model", 1)
+    for key in ("metrics", "gate", "config", "dataset_fingerprint", "base_model", "code_version", "files"):
+        assert manifest[key], key
+    model_dir = storage_root / "registry/test-model/versions/000001/model"
+    assert manifest["uri"] == str(model_dir)
+    assert {p.name for p in model_dir.iterdir()} >= {"model.safetensors", "config.json", "tokenizer.json"}
+    assert not list(model_dir.glob("*.bin")), "weights must be safetensors only"
+    for relative, entry in manifest["files"].items():
+        assert sha256_file(model_dir / relative) == entry["sha256"]
+    assert manifest["metrics"]["confusion_matrix"]["labels"] == ["negative", "positive"]
+
+    assert predict(model_dir, ["This kettle works perfectly. Love it.",
+                               "The tent broke after two days. Avoid it."]) == ["positive", "negative"]
+
+    again = finetune(config=config)
+    assert again["version"] == 1, "identical inputs must not register a duplicate version"
+    assert [again["stages"][s]["status"] for s in STAGES[:-1]] == ["cached"] * 5
+
+
+def test_failing_gate_registers_nothing_unless_kept(demo_csv, storage_root):
+    from flows.finetune import finetune
+
+    weak = make_config(demo_csv, storage_root, training={"epochs": 0.05}, evaluation={"minimum": 0.99})
+    with pytest.raises(GateFailed, match=r"f1_macro = 0\.\d+ < evaluation.minimum 0.99"):
+        finetune(config=parse_config(weak))
+    assert Registry(LocalStorage(storage_root)).names() == []
+
+    kept = parse_config({**weak, "register": {"keep_failed": True}})
+    with pytest.raises(GateFailed, match="kept as version 1") as failure:
+        finetune(config=kept)
+    assert failure.value.summary["version"] == 1
+    manifest = Registry(LocalStorage(storage_root)).manifest("test-model", 1)
+    assert manifest["gate"]["passed"] is False
+
+
+def run_cli(*args, cwd, env_extra=None):
+    import os
+
+    env = {**os.environ, "PREFECT_HOME": str(cwd / "prefect-home"), **(env_extra or {})}
+    return subprocess.run([sys.executable, "-m", "tuneline.cli", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_cli_run_json_then_list_show_pull(tmp_path):
+    store = tmp_path / "store"
+    done = run_cli("run", str(EXAMPLES / "demo.yaml"), "--json", "--set", f"storage={store}",
+                   "--set", "training.epochs=1", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    assert summary["model"] == "demo-sentiment" and summary["version"] == 1
+    assert summary["uri"].startswith(str(store))
+    assert set(summary["stages"]) == set(STAGES)
+    assert {"status", "seconds"} <= set(summary["stages"]["train"])
+
+    env = {"TUNELINE_STORAGE": str(store)}
+    listed = run_cli("models", "list", cwd=tmp_path, env_extra=env)
+    assert listed.returncode == 0 and listed.stdout.startswith("demo-sentiment:1\t")
+    shown = run_cli("models", "show", "demo-sentiment:1", cwd=tmp_path, env_extra=env)
+    assert json.loads(shown.stdout)["dataset_fingerprint"] == summary["dataset_fingerprint"]
+    pulled = run_cli("models", "pull", "demo-sentiment", str(tmp_path / "pulled"), cwd=tmp_path, env_extra=env)
+    assert pulled.returncode == 0, pulled.stderr
+    assert predict(tmp_path / "pulled", ["The monitor is worth every penny."]) == ["positive"]
+
+    missing = run_cli("models", "show", "demo-sentiment:7", cwd=tmp_path, env_extra=env)
+    assert missing.returncode != 0 and missing.stderr.startswith("error: model demo-sentiment:7 does not exist")
+    assert "Traceback" not in missing.stderr
