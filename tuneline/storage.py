@@ -7,6 +7,8 @@ interface. Writes are atomic per object: a reader never sees half a file.
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import json
 import os
 import shutil
@@ -47,6 +49,14 @@ class Storage(ABC):
     @abstractmethod
     def create_exclusive(self, key: str, data: bytes) -> bool:
         """Create an object only if absent; False when it already exists."""
+
+    @abstractmethod
+    def read_with_token(self, key: str) -> tuple[bytes, str] | None:
+        """The object and a change token (S3: its ETag), or None when absent."""
+
+    @abstractmethod
+    def replace_if_match(self, key: str, data: bytes, token: str | None) -> bool:
+        """Compare-and-swap: write only if the object still has ``token`` (None: only if absent)."""
 
     @abstractmethod
     def list_keys(self, prefix: str) -> list[str]:
@@ -118,6 +128,25 @@ class LocalStorage(Storage):
             handle.write(data)
         return True
 
+    def read_with_token(self, key: str) -> tuple[bytes, str] | None:
+        try:
+            data = self.path(key).read_bytes()
+        except FileNotFoundError:
+            return None
+        return data, hashlib.sha256(data).hexdigest()
+
+    def replace_if_match(self, key: str, data: bytes, token: str | None) -> bool:
+        if token is None:
+            return self.create_exclusive(key, data)
+        target = self.path(key)
+        with open(target.with_name(f".{target.name}.lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # serialises writers of this key on this host
+            current = self.read_with_token(key)
+            if current is None or current[1] != token:
+                return False
+            self.write_bytes(key, data)
+            return True
+
     def list_keys(self, prefix: str) -> list[str]:
         base = self.path(prefix)
         if not base.is_dir():
@@ -125,12 +154,12 @@ class LocalStorage(Storage):
         return sorted(
             p.relative_to(self.root).as_posix()
             for p in base.rglob("*")
-            if p.is_file() and not p.name.endswith(".tmp")
+            if p.is_file() and not p.name.startswith(".")
         )
 
     def list_children(self, prefix: str) -> list[str]:
         base = self.path(prefix)
-        return sorted(p.name for p in base.iterdir() if not p.name.endswith(".tmp")) if base.is_dir() else []
+        return sorted(p.name for p in base.iterdir() if not p.name.startswith(".")) if base.is_dir() else []
 
     def put_file(self, local: Path, key: str) -> None:
         target = self.path(key)
