@@ -13,6 +13,6 @@ from tuneline.storage import open_storage
 def evaluate(config: FinetuneConfig, prepared: dict, trained: dict) -> dict:
     evaluation = evaluate_candidate(open_storage(config.storage_root()), prepared, trained, config)
     gate = evaluation["gate"]
-    get_run_logger().info("test metrics %s; gate %s %.4f >= %.4f: %s", headline(evaluation["metrics"]),
-                          gate["metric"], gate["value"], gate["minimum"], "passed" if gate["passed"] else "FAILED")
+    get_run_logger().info("test metrics %s; champion %s; gate: %s (%s)", headline(evaluation["metrics"]),
+                          evaluation["champion_metrics"], gate["decision"], gate["reason"])
     return evaluation

@@ -19,3 +19,7 @@ for _key, _value in {
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
 }.items():
     _os.environ.setdefault(_key, _value)
+
+from tuneline.loading import load_model  # noqa: E402  (after the environment defaults above)
+
+__all__ = ["load_model"]

@@ -36,6 +36,13 @@ def build_parser() -> argparse.ArgumentParser:
     pull = verbs.add_parser("pull", help="download a version and verify its checksums")
     pull.add_argument("ref", help="NAME, NAME:VERSION or NAME@ALIAS")
     pull.add_argument("dest", help="destination folder (must not exist or be empty)")
+    push = verbs.add_parser("push", help="register a model folder trained elsewhere")
+    push.add_argument("folder", help="a save_pretrained folder (safetensors)")
+    push.add_argument("name")
+    push.add_argument("--alias", help="also point this alias at the new version")
+    promote = verbs.add_parser("promote", help="point an alias at a version")
+    promote.add_argument("ref", help="NAME:VERSION")
+    promote.add_argument("alias")
     return parser
 
 
@@ -77,8 +84,10 @@ def command_run(args) -> int:
 def print_summary(summary: dict) -> None:
     print(f"model    {summary['model']} version {summary['version']}")
     print(f"uri      {summary['uri']}")
-    print(f"gate     {summary['gate']['metric']} {summary['gate']['value']:.4f} >= {summary['gate']['minimum']}"
-          f" ({summary['gate']['decision']})")
+    gate = summary["gate"]
+    print(f"gate     {gate['decision']}: {gate['reason']}")
+    if summary.get("alias"):
+        print(f"alias    {summary['model']}@{summary['alias']} -> version {summary['version']}")
     print("metrics  " + ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
                                   for k, v in summary["metrics"].items()))
     print("stages   " + ", ".join(f"{k} {v['status']} {v['seconds']}s" for k, v in summary["stages"].items()))
@@ -95,17 +104,38 @@ def command_models(args) -> int:
             versions = registry.versions(name)
             if args.name and not versions:
                 raise TunelineError(f"model {name!r} has no registered versions")
+            aliases = registry.aliases(name)
             for version in versions:
                 manifest = registry.manifest(name, version)
-                gate = manifest.get("gate", {})
-                print(f"{name}:{version}\t{manifest.get('registered_at', '')}\t"
-                      f"{gate.get('metric', '')}={gate.get('value', float('nan')):.4f}\t{manifest['uri']}")
+                gate = manifest.get("gate") or {}
+                score = f"{gate['metric']}={gate['value']:.4f}" if gate else "-"
+                tags = ",".join(a for a, v in sorted(aliases.items()) if v == version) or "-"
+                print(f"{name}:{version}\t{tags}\t{score}\t{manifest.get('registered_at', '')}\t{manifest['uri']}")
     elif args.verb == "show":
         name, version = registry.resolve(args.ref)
         print(json.dumps(registry.manifest(name, version), indent=2))
     elif args.verb == "pull":
         dest = registry.pull(args.ref, Path(args.dest))
         print(dest)
+    elif args.verb == "push":
+        from tuneline.fingerprints import code_version
+        from tuneline.registry import REF_PATTERN
+
+        if not REF_PATTERN.match(args.name) or ":" in args.name or "@" in args.name:
+            raise TunelineError(f"model name {args.name!r}: use lowercase letters, digits, '.', '_' or '-'")
+        manifest = registry.register(args.name, Path(args.folder).expanduser().resolve(), {
+            "source": "push", "pushed_from": str(Path(args.folder).resolve()), "code_version": code_version(),
+        })
+        print(f"{args.name}:{manifest['version']}\t{manifest['uri']}")
+        if args.alias:
+            registry.promote(args.name, manifest["version"], args.alias, by="tuneline models push")
+            print(f"{args.name}@{args.alias} -> {manifest['version']}")
+    elif args.verb == "promote":
+        name, version = registry.resolve(args.ref)
+        if ":" not in args.ref:
+            raise TunelineError(f"promote needs NAME:VERSION, got {args.ref!r}")
+        moved = registry.promote(name, version, args.alias, by="tuneline models promote")
+        print(f"{name}@{args.alias} -> {version}" + ("" if moved["moved"] else f" ({moved['reason']})"))
     return 0
 
 

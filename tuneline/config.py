@@ -106,6 +106,11 @@ class TrainingConfig(_Section):
 class EvaluationConfig(_Section):
     metric: GateMetric = Field(GateMetric.f1_macro, description="Metric the gate compares, on the test split.")
     minimum: float = Field(0.0, ge=0, le=1, description="The candidate must reach at least this value.")
+    margin: float = Field(0.0, ge=0, le=1, description="...and beat the champion by more than this to be promoted.")
+    champion_alias: str = Field(
+        "production", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$",
+        description="Alias of the current champion; a winning candidate is promoted to it.",
+    )
 
 
 class RegisterConfig(_Section):
@@ -187,7 +192,7 @@ def _resolve_relative_source(raw: dict[str, Any], base_dir: Path) -> None:
     data = raw.get("data")
     if isinstance(data, dict) and isinstance(data.get("source"), str):
         source = data["source"]
-        if "://" not in source and not Path(source).is_absolute() and not Path(source).exists():
+        if "://" not in source and not Path(source).is_absolute():  # the config's folder wins over the cwd
             candidate = base_dir / source
             if candidate.exists():
                 data["source"] = str(candidate.resolve())

@@ -1,8 +1,8 @@
-"""Evaluate: score a trained model on the held-out test split and apply the gate.
+"""Evaluate: score the candidate and the current champion on the same test split; decide the gate.
 
-Reads ``candidates/<key>/model`` and ``prepared/<key>/test``; writes
-``evaluations/<key>/metrics.json`` (metrics, per-class report, confusion matrix,
-gate decision).
+Reads ``candidates/<key>/model``, ``prepared/<key>/test`` and, when the configured
+alias exists, the champion's registered model; writes ``evaluations/<key>/metrics.json``
+(both sets of metrics, per-class report, confusion matrix, gate decision).
 """
 
 from __future__ import annotations
@@ -12,8 +12,9 @@ from pathlib import Path
 from tuneline.config import FinetuneConfig
 from tuneline.errors import DataError
 from tuneline.fingerprints import content_key
-from tuneline.metrics import classification_metrics
+from tuneline.metrics import classification_metrics, headline
 from tuneline.preprocess import load_split
+from tuneline.registry import Registry, version_dir
 from tuneline.storage import Storage
 
 
@@ -36,28 +37,74 @@ def predict_label_ids(model_dir: Path, dataset, batch_size: int = 64) -> list[in
     return predictions
 
 
-def gate_decision(metrics: dict, cfg: FinetuneConfig) -> dict:
-    metric = cfg.evaluation.metric.value
-    value = metrics[metric]
+def find_champion(storage: Storage, cfg: FinetuneConfig) -> dict | None:
+    """The version at ``evaluation.champion_alias`` (labels, model fingerprint), or None."""
+    registry = Registry(storage)
+    pointer = registry.alias(cfg.name, cfg.evaluation.champion_alias)
+    if pointer is None:
+        return None
+    version = int(pointer["version"])
+    manifest = registry.manifest(cfg.name, version)
     return {
-        "metric": metric,
-        "value": value,
-        "minimum": cfg.evaluation.minimum,
-        "passed": value >= cfg.evaluation.minimum,
+        "alias": cfg.evaluation.champion_alias,
+        "version": version,
+        "labels": manifest.get("metrics", {}).get("confusion_matrix", {}).get("labels"),
+        "model_fingerprint": manifest["model_fingerprint"],
     }
 
 
-def evaluate_candidate(storage: Storage, prepared: dict, trained: dict, cfg: FinetuneConfig) -> dict:
-    """Test-split metrics of the candidate plus the gate decision."""
-    prefix = f"evaluations/{content_key(trained['key'], prepared['key'], cfg.evaluation)}"
-    if storage.exists(f"{prefix}/metrics.json"):
-        return {**storage.read_json(f"{prefix}/metrics.json"), "reused": True}
+def gate_decision(metrics: dict, champion: dict | None, cfg: FinetuneConfig) -> dict:
+    """Passed = reaches the minimum; promote = passed and beats the champion by more than the margin."""
+    gate = cfg.evaluation
+    value = metrics[gate.metric.value]
+    decision = {"metric": gate.metric.value, "value": value, "minimum": gate.minimum, "margin": gate.margin,
+                "passed": value >= gate.minimum, "champion": None}
+    if not decision["passed"]:
+        return {**decision, "promote": False, "decision": "reject",
+                "reason": f"{gate.metric.value} {value:.4f} is below the minimum {gate.minimum}"}
+    if champion is None:
+        return {**decision, "promote": True, "decision": "promote", "reason": "no champion yet"}
+    decision["champion"] = {k: champion[k] for k in ("alias", "version")}
+    if champion.get("is_candidate"):
+        return {**decision, "promote": True, "decision": "promote",
+                "reason": f"the candidate is already the champion (v{champion['version']})"}
+    if champion.get("metrics") is None:
+        return {**decision, "promote": False, "decision": "keep",
+                "reason": f"champion v{champion['version']} predicts other labels ({champion['labels']}); "
+                          "not comparable, promote by hand"}
+    best = champion["metrics"][gate.metric.value]
+    decision["champion"]["value"] = best
+    verdict = "beats" if value > best + gate.margin else "does not beat"
+    return {**decision, "promote": verdict == "beats", "decision": "promote" if verdict == "beats" else "keep",
+            "reason": f"{value:.4f} {verdict} champion v{champion['version']} ({best:.4f}) by more than {gate.margin}"}
+
+
+def score_model(storage: Storage, model_prefix: str, model_fingerprint: str, prepared: dict) -> tuple[dict, bool]:
+    """Test-split metrics of one model, computed once per (model files, prepared data); (metrics, reused)."""
+    key = f"evaluations/{content_key(model_fingerprint, prepared['key'])}/metrics.json"
+    if storage.exists(key):
+        return storage.read_json(key), True
     test_set = load_split(storage, prepared, "test")
     if test_set is None:
         raise DataError("the test split is empty: raise data.test_fraction or add rows with split 'test'")
-    model_dir = storage.local_dir(f"{trained['key']}/model")
-    predicted = predict_label_ids(model_dir, test_set)
+    predicted = predict_label_ids(storage.local_dir(model_prefix), test_set)
     metrics = classification_metrics(test_set["labels"], predicted, prepared["labels"])
-    result = {"key": prefix, "metrics": metrics, "gate": gate_decision(metrics, cfg)}
-    storage.write_json(f"{prefix}/metrics.json", result)
-    return {**result, "reused": False}
+    storage.write_json(key, metrics)
+    return metrics, False
+
+
+def evaluate_candidate(storage: Storage, prepared: dict, trained: dict, cfg: FinetuneConfig) -> dict:
+    """Metrics of the candidate and of the champion on the same test split, plus the gate decision."""
+    metrics, reused = score_model(storage, f"{trained['key']}/model", trained["model_fingerprint"], prepared)
+    champion = find_champion(storage, cfg)
+    if champion and champion["model_fingerprint"] == trained["model_fingerprint"]:
+        champion.update(is_candidate=True, metrics=metrics)
+    elif champion and champion["labels"] == prepared["labels"]:
+        champion["metrics"], _ = score_model(storage, f"{version_dir(cfg.name, champion['version'])}/model",
+                                             champion["model_fingerprint"], prepared)
+    return {
+        "metrics": metrics,
+        "champion_metrics": headline(champion["metrics"]) if champion and champion.get("metrics") else None,
+        "gate": gate_decision(metrics, champion, cfg),
+        "reused": reused,
+    }

@@ -36,6 +36,21 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def folder_files(folder: Path) -> dict[str, dict]:
+    """sha256 and size of every file in a folder, by relative path."""
+    return {
+        p.relative_to(folder).as_posix(): {"sha256": sha256_file(p), "size": p.stat().st_size}
+        for p in sorted(Path(folder).rglob("*"))
+        if p.is_file()
+    }
+
+
+def files_fingerprint(files: dict[str, dict]) -> str:
+    """One SHA-256 for a folder's listing from ``folder_files``: the identity of a model's files."""
+    listing = json.dumps({name: entry["sha256"] for name, entry in files.items()}, sort_keys=True)
+    return hashlib.sha256(listing.encode()).hexdigest()
+
+
 @lru_cache(maxsize=16)
 def folder_fingerprint(folder: str) -> str:
     """SHA-256 over the names and bytes of every file in a model folder (its identity)."""

@@ -19,6 +19,7 @@ def build_manifest(cfg: FinetuneConfig, dataset: dict, trained: dict, evaluation
     return {
         "task": cfg.task.value,
         "metrics": evaluation["metrics"],
+        "champion_metrics": evaluation.get("champion_metrics"),
         "gate": evaluation["gate"],
         "config": cfg.model_dump(mode="json"),
         "dataset_fingerprint": dataset["fingerprint"],
@@ -35,19 +36,32 @@ def build_manifest(cfg: FinetuneConfig, dataset: dict, trained: dict, evaluation
 def register_candidate(
     storage: Storage, cfg: FinetuneConfig, dataset: dict, trained: dict, evaluation: dict, run_id: str | None = None
 ) -> dict:
-    """Register the candidate if the gate passed (or failed ones are kept); returns what was done."""
+    """Register the candidate if it passed the gate (or failed ones are kept); promote it if it won.
+
+    The promotion is a compare-and-swap against the champion the gate compared with: if
+    the alias moved during the run, the new version is kept but not promoted.
+    """
     gate = evaluation["gate"]
     if not gate["passed"] and not cfg.register.keep_failed:
-        return {"registered": False, "reason": "gate failed", "version": None, "uri": None}
-    manifest = Registry(storage).register(
+        return {"registered": False, "reason": gate["reason"], "version": None, "uri": None, "promoted": False}
+    registry = Registry(storage)
+    manifest = registry.register(
         cfg.name,
         storage.local_dir(f"{trained['key']}/model"),
         build_manifest(cfg, dataset, trained, evaluation, run_id),
     )
+    promotion = {"moved": False, "reason": gate["reason"]}
+    if gate["promote"]:
+        champion = gate["champion"]["version"] if gate.get("champion") else None
+        promotion = registry.promote(cfg.name, manifest["version"], cfg.evaluation.champion_alias,
+                                     by=run_id, expected_version=champion)
     return {
         "registered": True,
         "existing": manifest["existing"],
         "version": manifest["version"],
         "uri": manifest["uri"],
         "metrics": headline(manifest["metrics"]),
+        "promoted": promotion["moved"] or promotion.get("version") == manifest["version"],
+        "alias": cfg.evaluation.champion_alias if promotion.get("version") == manifest["version"] else None,
+        "promotion_note": promotion.get("reason"),
     }

@@ -19,10 +19,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from tuneline.errors import RegistryError
-from tuneline.fingerprints import sha256_file
+from tuneline.fingerprints import files_fingerprint, folder_files, sha256_file
 from tuneline.storage import Storage, check_key
 
 VERSION_DIGITS = 6
+ALIAS_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+MAX_CAS_ATTEMPTS = 50
 REF_PATTERN = re.compile(r"^(?P<name>[a-z0-9][a-z0-9._-]*)(?::(?P<version>\d+)|@(?P<alias>[A-Za-z0-9._-]+))?$")
 
 
@@ -30,23 +32,31 @@ def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
+def alias_key(name: str, alias: str) -> str:
+    if not ALIAS_PATTERN.match(alias):
+        raise RegistryError(f"alias {alias!r}: use letters, digits, '.', '_' or '-'")
+    return f"registry/{name}/aliases/{alias}.json"
+
+
 def version_dir(name: str, version: int) -> str:
     return f"registry/{name}/versions/{version:0{VERSION_DIGITS}d}"
 
 
-def folder_files(folder: Path) -> dict[str, dict]:
-    """sha256 and size of every file in a model folder, by relative path."""
-    return {
-        p.relative_to(folder).as_posix(): {"sha256": sha256_file(p), "size": p.stat().st_size}
-        for p in sorted(folder.rglob("*"))
-        if p.is_file()
-    }
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 
 
-def files_fingerprint(files: dict[str, dict]) -> str:
-    import hashlib
-
-    return hashlib.sha256(json.dumps({k: v["sha256"] for k, v in files.items()}, sort_keys=True).encode()).hexdigest()
+def check_model_folder(folder: Path) -> None:
+    """A registrable model folder: config.json plus safetensors weights, and no pickled files."""
+    if not folder.is_dir():
+        raise RegistryError(f"{folder}: not a folder")
+    pickles = sorted(p.name for p in folder.rglob("*") if p.suffix.lower() in PICKLE_SUFFIXES)
+    if pickles:
+        raise RegistryError(f"{folder}: holds pickled files {pickles}; only safetensors weights are accepted "
+                            "(save with save_pretrained(..., safe_serialization=True))")
+    if not (folder / "config.json").is_file():
+        raise RegistryError(f"{folder}: no config.json; expected a save_pretrained folder")
+    if not list(folder.rglob("*.safetensors")):
+        raise RegistryError(f"{folder}: no .safetensors weights")
 
 
 class Registry:
@@ -72,8 +82,18 @@ class Registry:
         return self.storage.read_json(key)
 
     def alias(self, name: str, alias: str) -> dict | None:
-        key = f"registry/{name}/aliases/{alias}.json"
-        return self.storage.read_json(key) if self.storage.exists(key) else None
+        """The alias pointer ``{version, updated_at, by, history: [...]}``, or None."""
+        current = self.storage.read_with_token(alias_key(name, alias))
+        return json.loads(current[0]) if current else None
+
+    def aliases(self, name: str) -> dict[str, int]:
+        found = {}
+        for child in self.storage.list_children(f"registry/{name}/aliases"):
+            if child.endswith(".json"):
+                pointer = self.alias(name, child[: -len(".json")])
+                if pointer:
+                    found[child[: -len(".json")]] = int(pointer["version"])
+        return found
 
     def resolve(self, ref: str) -> tuple[str, int]:
         """``NAME``, ``NAME:VERSION`` or ``NAME@ALIAS`` -> (name, version); NAME alone is the latest."""
@@ -124,9 +144,8 @@ class Registry:
 
         Registering identical files again returns the existing version instead of a copy.
         """
+        check_model_folder(model_dir)
         files = folder_files(model_dir)
-        if not files:
-            raise RegistryError(f"{model_dir}: no files to register")
         fingerprint = files_fingerprint(files)
         existing = self.find_version(name, fingerprint)
         if existing is not None:
@@ -146,6 +165,33 @@ class Registry:
         }
         self.storage.write_json(f"{prefix}/manifest.json", manifest)
         return {**manifest, "existing": False}
+
+    def promote(self, name: str, version: int, alias: str, by: str | None = None,
+                expected_version: int | None | str = "any") -> dict:
+        """Point ``alias`` at ``version`` with compare-and-swap; every move is kept in the pointer's history.
+
+        With ``expected_version`` (an int, or None for "no alias yet") the move happens only if the
+        alias still points there, so a gate decision made against a champion is never applied
+        after someone else moved the alias; returns ``{"moved": False, ...}`` in that case.
+        """
+        self.manifest(name, version)  # the version must exist
+        key = alias_key(name, alias)
+        for _ in range(MAX_CAS_ATTEMPTS):
+            current = self.storage.read_with_token(key)
+            pointer = json.loads(current[0]) if current else {"history": []}
+            previous = pointer.get("version")
+            if previous == version:
+                return {"moved": False, "alias": alias, "version": version, "reason": f"already at {alias}"}
+            if expected_version != "any" and previous != expected_version:
+                return {"moved": False, "alias": alias, "version": previous,
+                        "reason": f"alias {alias!r} moved to {previous} since it was read ({expected_version})"}
+            move = {"from": previous, "to": version, "at": now_iso(), "by": by}
+            updated = {"version": version, "updated_at": move["at"], "by": by,
+                       "history": [*pointer.get("history", []), move]}
+            if self.storage.replace_if_match(key, json.dumps(updated, indent=2).encode(),
+                                             current[1] if current else None):
+                return {"moved": True, "alias": alias, "version": version, "previous": previous}
+        raise RegistryError(f"alias {name}@{alias}: gave up after {MAX_CAS_ATTEMPTS} concurrent updates")
 
     def pull(self, ref: str, dest: Path) -> Path:
         """Download a version to ``dest`` and verify every file's sha256; nothing is left on failure."""

@@ -14,7 +14,7 @@ from pathlib import Path
 from tuneline.base_models import resolve_base_model
 from tuneline.config import FinetuneConfig, Precision
 from tuneline.errors import ConfigError
-from tuneline.fingerprints import content_key
+from tuneline.fingerprints import content_key, files_fingerprint, folder_files
 from tuneline.preprocess import load_split
 from tuneline.storage import Storage
 
@@ -116,8 +116,9 @@ def train_candidate(storage: Storage, prepared: dict, cfg: FinetuneConfig) -> di
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = Path(tmp) / "model"
         stats = fine_tune(train_set, eval_set, prepared["labels"], cfg, model_dir)
+        fingerprint = files_fingerprint(folder_files(model_dir))
         storage.put_dir(model_dir, f"{prefix}/model")
-    result = {"key": prefix, "model_uri": storage.uri(f"{prefix}/model"), **stats}
+    result = {"key": prefix, "model_uri": storage.uri(f"{prefix}/model"), "model_fingerprint": fingerprint, **stats}
     storage.write_json(f"{prefix}/training.json", result)
     return {**result, "reused": False}
 

@@ -1,0 +1,38 @@
+"""``tuneline.load_model("NAME@production")``: a registered model, ready to predict.
+
+Reads the registry in the storage root (argument, else $TUNELINE_STORAGE, else
+./.tuneline); writes a verified copy to the local cache ($TUNELINE_CACHE, default
+~/.cache/tuneline/models/<name>/<version>) the first time a version is loaded.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from tuneline.config import DEFAULT_STORAGE
+from tuneline.registry import Registry
+from tuneline.storage import open_storage
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("TUNELINE_CACHE", "~/.cache/tuneline")).expanduser()
+
+
+def pull_cached(ref: str, storage_root: str | None = None) -> tuple[Path, dict]:
+    """The verified local folder of ``ref`` and its manifest, pulling it once."""
+    registry = Registry(open_storage(storage_root or os.environ.get("TUNELINE_STORAGE") or DEFAULT_STORAGE))
+    name, version = registry.resolve(ref)
+    manifest = registry.manifest(name, version)
+    folder = cache_root() / "models" / name / f"{version:06d}-{manifest['model_fingerprint'][:12]}"
+    if not folder.exists():
+        registry.pull(f"{name}:{version}", folder)
+    return folder, manifest
+
+
+def load_model(ref: str, storage_root: str | None = None):
+    """(model, tokenizer) for ``NAME``, ``NAME:VERSION`` or ``NAME@ALIAS``, loaded with plain transformers."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    folder, _ = pull_cached(ref, storage_root)
+    return AutoModelForSequenceClassification.from_pretrained(folder), AutoTokenizer.from_pretrained(folder)
