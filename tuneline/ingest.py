@@ -105,9 +105,9 @@ def _first_line(err: Exception) -> str:
     return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
 
 
-def fingerprint_files(files: list[Path]) -> str:
-    """SHA-256 over (file name, file bytes) pairs: identical data gives the identical version."""
-    digest = hashlib.sha256()
+def fingerprint_files(files: list[Path], fmt: str = "auto") -> str:
+    """SHA-256 over (file name, file bytes) pairs (and a forced format): identical data, identical version."""
+    digest = hashlib.sha256(b"" if fmt == "auto" else f"format={fmt}\0".encode())
     for path in files:
         digest.update(path.name.encode() + b"\0")
         with path.open("rb") as handle:
@@ -120,7 +120,7 @@ def fingerprint_files(files: list[Path]) -> str:
 def ingest_dataset(source: str, storage: Storage, fmt: str = "auto") -> dict:
     """Snapshot ``source`` into the storage root; returns the dataset's key, fingerprint and counts."""
     files = list_source_files(source, fmt)
-    fingerprint = fingerprint_files(files)
+    fingerprint = fingerprint_files(files, fmt)
     prefix = f"datasets/{fingerprint[:16]}"
     if storage.exists(f"{prefix}/meta.json"):
         return {**storage.read_json(f"{prefix}/meta.json"), "reused": True}

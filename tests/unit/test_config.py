@@ -195,6 +195,17 @@ def test_relative_source_resolves_against_the_config_folder(tmp_path, monkeypatc
     assert Path(cfg.data.source) == data_file.resolve()
 
 
+def test_config_folder_wins_over_the_same_relative_path_in_the_cwd(tmp_path, monkeypatch):
+    """Two projects with the same layout: the config must read its own data, not the cwd's."""
+    ours, cwd = tmp_path / "ours", tmp_path / "cwd"
+    for folder in (ours, cwd):
+        (folder / "data").mkdir(parents=True)
+        (folder / "data" / "reviews.csv").write_text(f"text,label\n{folder.name},positive\n", encoding="utf-8")
+    path = write_config(ours, minimal() | {"data": {"source": "data/reviews.csv"}})
+    monkeypatch.chdir(cwd)
+    assert Path(load_config(path).data.source) == (ours / "data" / "reviews.csv").resolve()
+
+
 def test_absolute_source_is_kept(tmp_path):
     data_file = tmp_path / "abs.csv"
     data_file.write_text("text,label\nfine,positive\n", encoding="utf-8")

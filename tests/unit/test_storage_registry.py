@@ -18,7 +18,7 @@ NAME = "sentiment"
 
 
 def make_model(folder: Path, seed: str) -> Path:
-    """A fake model folder (the registry does not care what the files are); ``seed`` varies the bytes."""
+    """A small fake save_pretrained folder (config.json + .safetensors name); ``seed`` varies the bytes."""
     files = {
         "config.json": json.dumps({"model": seed}),
         "model.safetensors": f"weights for {seed} ".encode().hex() * 50,
@@ -71,7 +71,7 @@ def test_check_key_accepts_relative_keys(key):
     assert check_key(key) == key
 
 
-def test_storage_refuses_to_write_outside_its_root(storage, tmp_path):
+def test_storage_refuses_to_write_outside_its_root(storage):
     with pytest.raises(ValueError):
         storage.write_bytes("../escaped.txt", b"x")
     assert not (storage.root.parent / "escaped.txt").exists()
@@ -150,8 +150,9 @@ def test_versions_are_per_name(registry, models):
 def test_registering_an_empty_folder_is_refused(registry, tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
-    with pytest.raises(RegistryError, match="no files"):
+    with pytest.raises(RegistryError) as caught:
         registry.register(NAME, empty, {})
+    assert str(empty) in str(caught.value)
     assert registry.names() == []
 
 
