@@ -23,7 +23,7 @@ from tuneline.summary import run_summary
 @flow(name="finetune", log_prints=True)
 def finetune(config: FinetuneConfig) -> dict:
     """Fine-tune ``config.model.base`` on ``config.data`` and register the result as ``config.name``."""
-    stages = StageLog()
+    stages = StageLog(config.retries)
     dataset = stages.run(ingest, config)
     stages.run(validate, config, dataset)
     prepared = stages.run(preprocess, config, dataset)

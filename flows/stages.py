@@ -4,18 +4,29 @@ from __future__ import annotations
 
 import time
 
+from tasks.policy import retry_options
+from tuneline.config import RetryConfig
+
 
 class StageLog:
-    """Calls tasks, keeps per-stage status (ran / cached) and seconds, re-raises failures."""
+    """Calls tasks with the run's retry policy; keeps status, seconds and attempts; re-raises failures."""
 
-    def __init__(self):
+    def __init__(self, retries: RetryConfig):
+        self.options = retry_options(retries)
         self.stages: dict[str, dict] = {}
 
     def run(self, task, *args) -> dict:
         started = time.perf_counter()
-        state = task(*args, return_state=True)
-        seconds = round(time.perf_counter() - started, 2)
+        state = task.with_options(**self.options)(*args, return_state=True)
+        record = {"seconds": round(time.perf_counter() - started, 2)}
+        self.stages[task.name] = record
         result = state.result()  # raises the task's own exception when it failed
-        cached = state.name == "Cached" or bool(isinstance(result, dict) and result.get("reused"))
-        self.stages[task.name] = {"status": "cached" if cached else "ran", "seconds": seconds}
+        record["attempts"] = result.get("attempts", 1)
+        if state.name == "Cached" or result.get("reused"):
+            record["status"] = "cached"
+        elif result.get("resumed_from_step"):
+            record.update(status="resumed", resumed_from_step=result["resumed_from_step"])
+        else:
+            record["status"] = "ran"
         return result
+

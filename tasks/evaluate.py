@@ -1,15 +1,15 @@
 """Task: score the candidate on the test split and decide the gate."""
 
-from prefect import get_run_logger, task
+from prefect import get_run_logger
 
-from tasks.policy import RETRY
+from tasks.policy import stage
 from tuneline.config import FinetuneConfig
 from tuneline.evaluation import evaluate_candidate
 from tuneline.metrics import headline
 from tuneline.storage import open_storage
 
 
-@task(name="evaluate", **RETRY)
+@stage("evaluate")
 def evaluate(config: FinetuneConfig, prepared: dict, trained: dict) -> dict:
     evaluation = evaluate_candidate(open_storage(config.storage_root()), prepared, trained, config)
     gate = evaluation["gate"]

@@ -1,15 +1,16 @@
 """Task: snapshot the configured data source into the storage root."""
 
-from prefect import get_run_logger, task
+from prefect import get_run_logger
 
-from tasks.policy import RETRY
+from tasks.policy import stage
 from tuneline.config import FinetuneConfig
 from tuneline.ingest import ingest_dataset
 from tuneline.storage import open_storage
 
 
-@task(name="ingest", **RETRY)
+@stage("ingest")
 def ingest(config: FinetuneConfig) -> dict:
-    dataset = ingest_dataset(config.data.source, open_storage(config.storage_root()), config.data.format.value)
+    dataset = ingest_dataset(config.data.source, open_storage(config.storage_root()), config.data.format.value,
+                             reuse=config.cache)
     get_run_logger().info("dataset %s: %d rows -> %s", dataset["fingerprint"][:16], dataset["rows"], dataset["uri"])
     return dataset

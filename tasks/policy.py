@@ -1,14 +1,20 @@
 """Retry policy shared by every stage: retry outages, never retry bad input.
 
 Deterministic failures (``TunelineError``: bad config or data, failed validation
-or gate) fail at once; anything else (connection errors, storage 5xx, a killed
-process) is retried with exponential backoff and jitter.
+or gate) fail at once; anything else (connection errors, storage 5xx, timeouts, a
+killed or preempted training process, CUDA out of memory) is retried with
+exponential backoff and jitter, as many times as ``retries.attempts`` allows.
 """
 
 from __future__ import annotations
 
+import functools
+
+from prefect import task
+from prefect.runtime import task_run
 from prefect.tasks import exponential_backoff
 
+from tuneline.config import RetryConfig
 from tuneline.errors import TunelineError
 
 
@@ -23,9 +29,25 @@ def is_transient(task, task_run, state) -> bool:
     return False
 
 
-RETRY = {
-    "retries": 2,
-    "retry_delay_seconds": exponential_backoff(backoff_factor=2),
-    "retry_jitter_factor": 0.5,
-    "retry_condition_fn": is_transient,
-}
+def stage(name: str):
+    """``@task`` for a pipeline stage: the retry condition, and the attempt count added to its result.
+
+    The number of retries comes from the run's config (``retry_options``, applied by the flow).
+    """
+
+    def decorate(fn):
+        @functools.wraps(fn)
+        def run(*args, **kwargs) -> dict:
+            return {**fn(*args, **kwargs), "attempts": task_run.run_count}
+
+        return task(name=name, retry_condition_fn=is_transient, retry_jitter_factor=0.5)(run)
+
+    return decorate
+
+
+def retry_options(retries: RetryConfig) -> dict:
+    """``Task.with_options`` arguments for the configured attempts and backoff."""
+    return {
+        "retries": retries.attempts - 1,
+        "retry_delay_seconds": exponential_backoff(backoff_factor=retries.backoff_seconds),
+    }

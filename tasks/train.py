@@ -1,18 +1,22 @@
-"""Task: fine-tune the base model on the training split."""
+"""Task: fine-tune the base model in a child process, resuming from its newest checkpoint."""
 
-from prefect import get_run_logger, task
+from prefect import get_run_logger
+from prefect.runtime import flow_run
 
-from tasks.policy import RETRY
+from tasks.policy import stage
 from tuneline.config import FinetuneConfig
 from tuneline.storage import open_storage
 from tuneline.training import train_candidate
 
 
-@task(name="train", **RETRY)
+@stage("train")
 def train(config: FinetuneConfig, prepared: dict) -> dict:
-    trained = train_candidate(open_storage(config.storage_root()), prepared, config)
-    get_run_logger().info(
-        "trained %d steps in %.1fs (%s, %s, %.1f samples/s) -> %s", trained["global_step"], trained["train_seconds"],
-        trained["device"], trained["precision"], trained["samples_per_second"] or 0, trained["model_uri"],
+    logger = get_run_logger()
+    trained = train_candidate(open_storage(config.storage_root()), prepared, config, log_line=logger.info,
+                              run_id=flow_run.get_id())
+    logger.info(
+        "trained %d steps (resumed from %d) in %.1fs on %s, %s, %.1f samples/s -> %s", trained["global_step"],
+        trained["resumed_from_step"], trained["train_seconds"], trained["device"], trained["precision"],
+        trained["samples_per_second"] or 0, trained["model_uri"],
     )
     return trained

@@ -101,6 +101,27 @@ class TrainingConfig(_Section):
     weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay.")
     seed: int = Field(42, description="Seed for weight init of the new head and data order.")
     precision: Precision = Field(Precision.auto, description="auto: bf16 on a capable GPU, fp32 on CPU.")
+    checkpoint_every_steps: int | None = Field(
+        200, ge=1, description="Checkpoint (weights, optimizer, scheduler, RNG, data position) every N steps."
+    )
+    checkpoint_every_minutes: float | None = Field(
+        10, gt=0, description="...and at least this often, so a crash never loses more than this much work."
+    )
+    timeout_minutes: float | None = Field(
+        None, gt=0, description="Stop the training process after this long (it checkpoints first); none: no limit."
+    )
+
+    def result_settings(self) -> dict:
+        """The settings that change the trained weights (checkpoint cadence and timeouts do not)."""
+        return self.model_dump(mode="json", exclude={"checkpoint_every_steps", "checkpoint_every_minutes",
+                                                     "timeout_minutes"})
+
+
+class RetryConfig(_Section):
+    attempts: int = Field(3, ge=1, le=20, description="Tries per stage for transient failures (outages, kills, OOM).")
+    backoff_seconds: float = Field(
+        10, ge=0, description="First retry delay; doubles each retry, with +-50% jitter."
+    )
 
 
 class EvaluationConfig(_Section):
@@ -129,6 +150,8 @@ with warnings.catch_warnings():  # a field named "register" shadows ABCMeta.regi
         training: TrainingConfig = TrainingConfig()
         evaluation: EvaluationConfig = EvaluationConfig()
         register: RegisterConfig = RegisterConfig()
+        retries: RetryConfig = RetryConfig()
+        cache: bool = Field(True, description="Reuse a stage's stored output when its inputs are unchanged.")
         storage: str | None = Field(None, description="Storage root: a path or s3://bucket/prefix (else $TUNELINE_STORAGE).")
 
         def storage_root(self) -> str:

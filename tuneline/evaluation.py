@@ -79,10 +79,11 @@ def gate_decision(metrics: dict, champion: dict | None, cfg: FinetuneConfig) -> 
             "reason": f"{value:.4f} {verdict} champion v{champion['version']} ({best:.4f}) by more than {gate.margin}"}
 
 
-def score_model(storage: Storage, model_prefix: str, model_fingerprint: str, prepared: dict) -> tuple[dict, bool]:
+def score_model(storage: Storage, model_prefix: str, model_fingerprint: str, prepared: dict,
+                reuse: bool = True) -> tuple[dict, bool]:
     """Test-split metrics of one model, computed once per (model files, prepared data); (metrics, reused)."""
     key = f"evaluations/{content_key(model_fingerprint, prepared['key'])}/metrics.json"
-    if storage.exists(key):
+    if reuse and storage.exists(key):
         return storage.read_json(key), True
     test_set = load_split(storage, prepared, "test")
     if test_set is None:
@@ -95,7 +96,8 @@ def score_model(storage: Storage, model_prefix: str, model_fingerprint: str, pre
 
 def evaluate_candidate(storage: Storage, prepared: dict, trained: dict, cfg: FinetuneConfig) -> dict:
     """Metrics of the candidate and of the champion on the same test split, plus the gate decision."""
-    metrics, reused = score_model(storage, f"{trained['key']}/model", trained["model_fingerprint"], prepared)
+    metrics, reused = score_model(storage, f"{trained['key']}/model", trained["model_fingerprint"], prepared,
+                                  reuse=cfg.cache)
     champion = find_champion(storage, cfg)
     if champion and champion["model_fingerprint"] == trained["model_fingerprint"]:
         champion.update(is_candidate=True, metrics=metrics)

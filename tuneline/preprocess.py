@@ -55,7 +55,7 @@ def prepare_splits(storage: Storage, dataset: dict, cfg: FinetuneConfig) -> dict
     from transformers import AutoTokenizer
 
     prefix = f"prepared/{prepare_key(dataset, cfg)}"
-    if storage.exists(f"{prefix}/meta.json"):
+    if cfg.cache and storage.exists(f"{prefix}/meta.json"):
         return {**storage.read_json(f"{prefix}/meta.json"), "reused": True}
     frame = load_dataset_frame(storage, dataset)
     splits = assign_splits(frame, cfg.data)

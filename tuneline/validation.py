@@ -179,7 +179,7 @@ def validate_dataset(storage: Storage, dataset: dict, cfg: FinetuneConfig) -> di
     Raises ``ValidationFailed`` (deterministic: same data, same verdict) when any expectation fails.
     """
     key = f"validation/{content_key(dataset['fingerprint'], cfg.data, cfg.validation)}/report.json"
-    reused = storage.exists(key)
+    reused = cfg.cache and storage.exists(key)
     report = storage.read_json(key) if reused else validate_frame(load_dataset_frame(storage, dataset), cfg)
     if not reused:
         storage.write_json(key, report)

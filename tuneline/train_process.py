@@ -1,0 +1,39 @@
+"""Entry point of the training child process: ``python -m tuneline.train_process SPEC.json``.
+
+Reads the spec the parent wrote (config, prepared splits, storage root, prefix);
+trains (see ``tuneline.training.fine_tune``) and exits with a code the parent maps
+to a retry decision. Writes ``error.txt`` beside the spec on failure.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import traceback
+from pathlib import Path
+
+from tuneline.errors import TunelineError
+from tuneline.training import EXIT_INPUT_ERROR, EXIT_OUT_OF_MEMORY, EXIT_PREEMPTED, fine_tune
+
+
+def main(spec_path: str) -> int:
+    spec_file = Path(spec_path)
+    error = spec_file.with_name("error.txt")
+    try:
+        result = fine_tune(json.loads(spec_file.read_text()))
+    except TunelineError as err:
+        error.write_text(str(err))
+        return EXIT_INPUT_ERROR
+    except Exception as err:
+        import torch
+
+        error.write_text(f"{type(err).__name__}: {err}")
+        if isinstance(err, torch.OutOfMemoryError):
+            return EXIT_OUT_OF_MEMORY
+        traceback.print_exc()
+        return 1
+    return EXIT_PREEMPTED if result.get("preempted") else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1]))
