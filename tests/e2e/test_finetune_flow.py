@@ -112,3 +112,30 @@ def test_cli_run_json_then_list_show_pull(tmp_path):
     missing = run_cli("models", "show", "demo-sentiment:7", cwd=tmp_path, env_extra=env)
     assert missing.returncode != 0 and missing.stderr.startswith("error: model demo-sentiment:7 does not exist")
     assert "Traceback" not in missing.stderr
+
+
+def test_champion_challenger_gate_on_s3(demo_csv, s3_root):
+    """The whole flow against real S3: the first passing model becomes champion, a better one replaces
+    it, a worse one is registered but not promoted; both sets of metrics are in the manifest."""
+    from flows.finetune import finetune
+    from tuneline.storage import open_storage
+
+    def run(epochs, seed):
+        raw = make_config(demo_csv, s3_root, training={"epochs": epochs, "seed": seed},
+                          evaluation={"minimum": 0.0}, retries={"attempts": 1})
+        return finetune(config=parse_config(raw))
+
+    weak = run(0.1, 1)
+    assert weak["version"] == 1 and weak["promoted"] and weak["gate"]["reason"] == "no champion yet"
+    strong = run(2, 1)
+    assert strong["metrics"]["f1_macro"] > weak["metrics"]["f1_macro"]
+    assert strong["promoted"] and strong["gate"]["champion"]["version"] == 1
+    weaker = run(0.1, 2)
+    assert weaker["version"] == 3 and not weaker["promoted"] and weaker["gate"]["decision"] == "keep"
+
+    registry = Registry(open_storage(s3_root))
+    assert registry.alias("test-model", "production")["version"] == 2
+    manifest = registry.manifest("test-model", 3)
+    assert manifest["champion_metrics"]["f1_macro"] == strong["metrics"]["f1_macro"]
+    assert manifest["metrics"]["f1_macro"] == weaker["metrics"]["f1_macro"]
+    assert manifest["uri"].startswith(s3_root)
