@@ -1,0 +1,90 @@
+"""The machinery around training: the child-process launcher, checkpoint bookkeeping, OOM batch plans."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tuneline.checkpoints import MARKER, CheckpointStore
+from tuneline.launcher import RateLimitedLog, run_process
+from tuneline.storage import LocalStorage
+from tuneline.training import TrainingInputError, halve_batch
+
+
+def test_rate_limited_log_passes_few_lines_and_counts_the_rest():
+    seen = []
+    log = RateLimitedLog(seen.append, per_second=2)
+    for i in range(100):
+        log(f"line {i}")
+    assert seen == ["line 0"]
+    time.sleep(0.55)
+    log("later")
+    assert seen[-1] == "later  (99 lines not shown; see the full log)"
+
+
+def test_run_process_streams_every_line_to_the_log_file(tmp_path):
+    shown = []
+    code, timed_out = run_process([sys.executable, "-c", "for i in range(500): print(i)"],
+                                  RateLimitedLog(shown.append), tmp_path / "out.log")
+    assert (code, timed_out) == (0, False)
+    assert (tmp_path / "out.log").read_text().split() == [str(i) for i in range(500)]
+    assert 1 <= len(shown) < 50, "the log sink sees a rate-limited sample, the file gets everything"
+
+
+def test_timeout_stops_the_whole_process_group(tmp_path):
+    pid_file = tmp_path / "grandchild.pid"
+    script = (
+        "import subprocess, sys, time\n"
+        f"p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)'])\n"
+        f"open({str(pid_file)!r}, 'w').write(str(p.pid))\n"
+        "print('started', flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    started = time.monotonic()
+    code, timed_out = run_process([sys.executable, "-c", script], lambda line: None, tmp_path / "log",
+                                  timeout_s=2, grace_s=1)
+    assert timed_out and code < 0 and time.monotonic() - started < 30
+    grandchild = int(pid_file.read_text())
+    time.sleep(0.2)
+    assert not Path(f"/proc/{grandchild}").exists() or "Z" in Path(f"/proc/{grandchild}/stat").read_text().split()[2]
+
+
+def test_halving_the_batch_keeps_the_effective_batch():
+    plan = {"batch_size": 16, "gradient_accumulation": 1, "oom_retries": 0}
+    halved = halve_batch(plan)
+    assert halved == {"batch_size": 8, "gradient_accumulation": 2, "oom_retries": 1}
+    assert halved["batch_size"] * halved["gradient_accumulation"] == 16
+    with pytest.raises(TrainingInputError, match="batch of 1"):
+        halve_batch({"batch_size": 1, "gradient_accumulation": 16, "oom_retries": 4})
+
+
+def fake_checkpoint(store: CheckpointStore, step: int, complete: bool) -> Path:
+    folder = store.local / f"checkpoint-{step}"
+    folder.mkdir(parents=True)
+    (folder / "model.safetensors").write_bytes(b"weights")
+    if complete:
+        store.mark_complete(step)
+    return folder
+
+
+def test_half_written_checkpoints_are_never_chosen_and_get_cleaned_up(tmp_path):
+    store = CheckpointStore(LocalStorage(tmp_path / "root"), "candidates/abc", tmp_path / "scratch")
+    fake_checkpoint(store, 10, complete=True)
+    fake_checkpoint(store, 20, complete=False)  # the process died while writing this one
+    assert store.newest_complete().name == "checkpoint-10"
+    store.discard_incomplete()
+    assert sorted(p.name for p in store.local.iterdir()) == ["checkpoint-10"]
+
+
+def test_older_checkpoints_are_pruned_only_after_a_newer_one_is_complete(tmp_path):
+    store = CheckpointStore(LocalStorage(tmp_path / "root"), "candidates/abc", tmp_path / "scratch")
+    for step in (10, 20):
+        fake_checkpoint(store, step, complete=True)
+    fake_checkpoint(store, 30, complete=False)
+    assert store.complete_steps() == [10, 20], "an incomplete newer checkpoint prunes nothing"
+    (store.local / "checkpoint-30" / MARKER).write_text("{}")
+    store.prune(keep_from=30)
+    assert store.complete_steps() == [20, 30]
