@@ -34,3 +34,9 @@ test-fast: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .tuneline
+
+# A local S3 (SeaweedFS) in the foreground: data in ./.s3data, S3 on :8333; prints the
+# AWS_* / TUNELINE_STORAGE exports to paste into another shell. Ctrl+C stops it.
+.PHONY: s3
+s3: $(STAMP)
+	$(PY) scripts/s3_server.py --dir .s3data --port 8333

@@ -25,8 +25,10 @@ FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl", 
 
 def list_source_files(source: str, fmt: str = "auto") -> list[Path]:
     """The data files a source names: the file itself, or the supported files in a directory."""
-    if source.startswith("s3://"):
-        raise DataError(f"data.source {source!r}: s3:// sources need an S3-capable build (not in this version)")
+    if source.startswith("s3://"):  # fetched into the local cache, file names kept (same fingerprint)
+        from tuneline.s3_storage import fetch_source
+
+        source = str(fetch_source(source, tuple(FORMATS)))
     path = Path(source).expanduser()
     if not path.exists():
         raise DataError(f"data.source: {source} does not exist")
@@ -117,12 +119,12 @@ def fingerprint_files(files: list[Path], fmt: str = "auto") -> str:
     return digest.hexdigest()
 
 
-def ingest_dataset(source: str, storage: Storage, fmt: str = "auto") -> dict:
+def ingest_dataset(source: str, storage: Storage, fmt: str = "auto", reuse: bool = True) -> dict:
     """Snapshot ``source`` into the storage root; returns the dataset's key, fingerprint and counts."""
     files = list_source_files(source, fmt)
     fingerprint = fingerprint_files(files, fmt)
     prefix = f"datasets/{fingerprint[:16]}"
-    if storage.exists(f"{prefix}/meta.json"):
+    if reuse and storage.exists(f"{prefix}/meta.json"):
         return {**storage.read_json(f"{prefix}/meta.json"), "reused": True}
     frames = [read_table(path, fmt) for path in files]
     columns = list(frames[0].columns)
@@ -140,7 +142,8 @@ def ingest_dataset(source: str, storage: Storage, fmt: str = "auto") -> dict:
         "uri": storage.uri(f"{prefix}/data.parquet"),
         "rows": len(data),
         "columns": columns,
-        "files": [str(p) for p in files],
+        "source": source,
+        "files": [p.name for p in files],
     }
     storage.write_json(f"{prefix}/meta.json", meta)
     return {**meta, "reused": False}

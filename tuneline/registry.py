@@ -152,8 +152,7 @@ class Registry:
             return {**self.manifest(name, existing), "existing": True}
         version = self._claim(name, fingerprint)
         prefix = version_dir(name, version)
-        for relative in files:
-            self.storage.put_file(model_dir / relative, f"{prefix}/model/{relative}")
+        self.storage.put_dir(model_dir, f"{prefix}/model")  # concurrent on S3
         manifest = {
             **manifest_fields,
             "name": name,

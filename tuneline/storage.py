@@ -118,14 +118,21 @@ class LocalStorage(Storage):
         os.replace(tmp, target)
 
     def create_exclusive(self, key: str, data: bytes) -> bool:
+        # Write a hidden temp file, then hard-link it into place: link() fails if the name exists,
+        # and a reader never sees the object before its bytes are there.
         target = self.path(key)
         target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
         try:
-            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.link(tmp, target)
         except FileExistsError:
             return False
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
+        finally:
+            os.unlink(tmp)
         return True
 
     def read_with_token(self, key: str) -> tuple[bytes, str] | None:
