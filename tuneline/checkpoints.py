@@ -4,7 +4,9 @@ Reads and writes ``candidates/<key>/checkpoints/checkpoint-<step>/`` (HF Trainer
 format: weights, optimizer, scheduler, RNG state, trainer state with the data
 position). A checkpoint counts only once its ``COMPLETE`` marker exists, written
 after every file is saved (and uploaded, for S3); older checkpoints are pruned only
-after a newer one is complete. A half-written checkpoint is never loaded.
+after a newer one is complete, and the checkpoint that trainer_state.json names as
+``best_model_checkpoint`` (early stopping) is never pruned while it is the best.
+A half-written checkpoint is never loaded.
 """
 
 from __future__ import annotations
@@ -50,13 +52,41 @@ class CheckpointStore:
         steps = self.complete_steps()
         if not steps:
             return None
-        name = f"checkpoint-{steps[-1]}"
+        local = self._fetch(f"checkpoint-{steps[-1]}")
+        best = self.best_step(local)
+        if best is not None and best in steps:  # early stopping: the best one must be here to restore it
+            self._fetch(f"checkpoint-{best}")
+            self._point_best_at(local, self.local / f"checkpoint-{best}")
+        return local
+
+    def _fetch(self, name: str) -> Path:
+        """The local folder of a complete checkpoint, downloaded first when mirrored."""
         local = self.local / name
         if self.mirrored and not (local / MARKER).exists():
             shutil.rmtree(local, ignore_errors=True)
             for key in self.storage.list_keys(f"{self.prefix}/{name}"):
                 self.storage.get_file(key, local / key[len(f"{self.prefix}/{name}/"):])
         return local
+
+    @staticmethod
+    def best_step(checkpoint: Path) -> int | None:
+        """The step of trainer_state.json's ``best_model_checkpoint`` in ``checkpoint``, if any."""
+        state_file = checkpoint / "trainer_state.json"
+        if not state_file.is_file():
+            return None
+        best = json.loads(state_file.read_text()).get("best_model_checkpoint")
+        step = step_of(Path(best).name) if best else -1
+        return step if step >= 0 else None
+
+    @staticmethod
+    def _point_best_at(checkpoint: Path, best: Path) -> None:
+        """Rewrite best_model_checkpoint to this process's folder (a retry may run in a new scratch dir)."""
+        state_file = checkpoint / "trainer_state.json"
+        state = json.loads(state_file.read_text())
+        if state.get("best_model_checkpoint") == str(best):
+            return
+        state["best_model_checkpoint"] = str(best)
+        state_file.write_text(json.dumps(state, indent=2, sort_keys=True))
 
     def mark_complete(self, step: int) -> None:
         """Publish ``checkpoint-<step>``: upload it (S3), write the marker last, prune older ones."""
@@ -71,9 +101,13 @@ class CheckpointStore:
         self.prune(keep_from=step)
 
     def prune(self, keep_from: int) -> None:
-        """Drop complete checkpoints beyond the newest ``KEEP``, and incomplete ones older than ``keep_from``."""
+        """Drop complete checkpoints beyond the newest ``KEEP`` (but never the best), and incomplete ones older
+        than ``keep_from``."""
         complete = self.complete_steps()
         keep = set(complete[-KEEP:])
+        best = self.best_step(self.local / f"checkpoint-{keep_from}")
+        if best is not None:
+            keep.add(best)
         for name in self.storage.list_children(self.prefix):
             step = step_of(name)
             if 0 <= step < keep_from and step not in keep:

@@ -26,6 +26,15 @@ def build_parser() -> argparse.ArgumentParser:
                      help="override a config value (repeatable), e.g. --set training.epochs=1")
     run.add_argument("--json", action="store_true", help="print the run summary as JSON on the last line")
 
+    sweep = commands.add_parser("sweep", help="train one trial per grid point; register the best by validation")
+    sweep.add_argument("config", help="YAML config file (the base every trial starts from)")
+    sweep.add_argument("--grid", action="append", default=[], metavar="KEY.PATH=V1,V2,...",
+                       help="values to try for a key (repeatable: every combination runs)")
+    sweep.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
+                       help="override a base config value (repeatable)")
+    sweep.add_argument("--max-concurrent", type=int, default=1, help="trials running at once (default 1)")
+    sweep.add_argument("--json", action="store_true", help="print the sweep summary as JSON on the last line")
+
     models = commands.add_parser("models", help="inspect and fetch registered models")
     models.add_argument("--storage", help=f"storage root (default: $TUNELINE_STORAGE or {DEFAULT_STORAGE})")
     verbs = models.add_subparsers(dest="verb", required=True)
@@ -93,6 +102,39 @@ def print_summary(summary: dict) -> None:
     print("stages   " + ", ".join(f"{k} {v['status']} {v['seconds']}s" for k, v in summary["stages"].items()))
 
 
+def command_sweep(args) -> int:
+    from tuneline.config import load_config
+    from tuneline.sweep import expand_grid, parse_grid, trial_config
+
+    config = load_config(args.config, args.overrides)
+    grid = parse_grid(args.grid)
+    for trial, point in enumerate(expand_grid(grid)):  # a bad grid value fails here, before any flow run
+        trial_config(config, point, trial)
+    if args.max_concurrent < 1:
+        raise ConfigError("--max-concurrent: must be at least 1")
+    from flows.sweep import sweep
+
+    quiet_console_tracebacks()
+    try:
+        summary = sweep(config=config, grid=grid, max_concurrent=args.max_concurrent)
+    except GateFailed as failure:
+        if args.json and failure.summary:
+            print(json.dumps(failure.summary))
+        raise
+    if args.json:
+        print(json.dumps(summary))
+        return 0
+    sweep_info = summary["sweep"]
+    print(f"trials   ({sweep_info['validation_metric']} on the validation split, "
+          f"{'lower' if sweep_info['lower_is_better'] else 'higher'} is better)")
+    for trial in summary["trials"]:
+        mark = "*" if trial["trial"] == sweep_info["best_trial"] else " "
+        score = f"{trial['validation']:.4f}" if trial.get("validation") is not None else trial.get("error", "failed")
+        print(f"  {mark} {trial['trial']}  {json.dumps(trial['parameters'])}  {score}")
+    print_summary(summary)
+    return 0
+
+
 def command_models(args) -> int:
     from tuneline.registry import Registry
     from tuneline.storage import open_storage
@@ -142,7 +184,8 @@ def command_models(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return command_run(args) if args.command == "run" else command_models(args)
+        commands = {"run": command_run, "sweep": command_sweep, "models": command_models}
+        return commands[args.command](args)
     except TunelineError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2 if isinstance(err, ConfigError) else 1

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from tuneline.errors import ConfigError
 
 DEFAULT_STORAGE = "./.tuneline"
+PROBLEM_SEPARATOR = "\n"  # between the cross-field problems one validator reports
 
 
 class _Section(BaseModel):
@@ -26,6 +27,8 @@ class _Section(BaseModel):
 
 class Task(str, enum.Enum):
     classification = "classification"
+    regression = "regression"  # one numeric target, least squares (MSE)
+    causal_lm = "causal_lm"  # instruction tuning of a decoder; loss on the response tokens only
 
 
 class Precision(str, enum.Enum):
@@ -40,6 +43,47 @@ class GateMetric(str, enum.Enum):
     f1_macro = "f1_macro"
     precision_macro = "precision_macro"
     recall_macro = "recall_macro"
+    # regression (in the target's original units)
+    mse = "mse"
+    rmse = "rmse"
+    mae = "mae"
+    r2 = "r2"
+    pearson = "pearson"
+    spearman = "spearman"
+    # causal_lm (test split): perplexity after tuning, and its relative drop from the base model's
+    perplexity = "perplexity"
+    perplexity_improvement = "perplexity_improvement"  # (ppl_base - ppl_tuned) / ppl_base
+
+
+# Which gate metrics each task computes, and its default; a task not listed here checks nothing.
+TASK_METRICS = {
+    "classification": {"accuracy", "f1_macro", "precision_macro", "recall_macro"},
+    "regression": {"mse", "rmse", "mae", "r2", "pearson", "spearman"},
+    "causal_lm": {"perplexity", "perplexity_improvement"},
+}
+DEFAULT_METRIC = {"classification": "f1_macro", "regression": "pearson", "causal_lm": "perplexity_improvement"}
+LOWER_IS_BETTER = {"mse", "rmse", "mae", "perplexity"}  # errors: smaller wins; every other metric: larger wins
+
+
+def lower_is_better(metric: str) -> bool:
+    return str(getattr(metric, "value", metric)) in LOWER_IS_BETTER
+
+
+class TargetScaling(str, enum.Enum):
+    none = "none"
+    standard = "standard"  # (y - mean) / std of the training split
+    minmax = "minmax"  # (y - min) / (max - min) of the training split
+
+
+class TrainingMethod(str, enum.Enum):
+    full = "full"  # every weight trains
+    freeze = "freeze"  # only the new head (plus model.unfreeze_top_layers encoder layers)
+    lora = "lora"  # low-rank adapters (PEFT) on the attention projections, plus the head
+
+
+class ClassWeights(str, enum.Enum):
+    none = "none"
+    balanced = "balanced"  # n / (k * count_c) from the training split: rare classes weigh more
 
 
 class DataFormat(str, enum.Enum):
@@ -57,7 +101,7 @@ class DataConfig(_Section):
     format: DataFormat = Field(DataFormat.auto, description="File format; auto goes by extension (.csv .tsv .jsonl .parquet).")
     text_column: str = Field("text", description="Column with the input text.")
     text_pair_column: str | None = Field(None, description="Optional second text column (sentence pairs).")
-    label_column: str = Field("label", description="Column with the target label.")
+    label_column: str = Field("label", description="Column with the target label (a number for task: regression).")
     labels: list[str] | None = Field(None, description="Allowed labels in id order; inferred (sorted) from the data when empty.")
     split_column: str | None = Field(
         None, description="Optional column with a predefined split (train / validation / test) per row."
@@ -65,6 +109,16 @@ class DataConfig(_Section):
     validation_fraction: float = Field(0.1, ge=0.0, lt=1.0, description="Share of rows held out to monitor training.")
     test_fraction: float = Field(0.1, gt=0.0, lt=1.0, description="Share of rows held out for the final evaluation.")
     seed: int = Field(42, description="Seed of the deterministic stratified split.")
+    prompt_column: str = Field("prompt", description="causal_lm: column with the instruction (the user turn).")
+    response_column: str = Field("response", description="causal_lm: column with the answer the model learns.")
+    messages_column: str | None = Field(
+        None, description="causal_lm: a chat column instead (list of {role, content}); the last assistant turn "
+        "is the response, everything before it the prompt."
+    )
+    scale_targets: TargetScaling = Field(
+        TargetScaling.none, description="Regression: scale targets with training-split statistics (saved in the "
+        "model's config as tuneline_target_scaling; predictions are un-scaled)."
+    )
 
     @model_validator(mode="after")
     def _fractions_leave_training_rows(self) -> DataConfig:
@@ -82,6 +136,17 @@ class ValidationConfig(_Section):
         0.2, ge=0.0, le=1.0, description="Share of rows whose text repeats an earlier row; real corpora have a few."
     )
     check_split_overlap: bool = Field(True, description="Fail if a text appears in both training and evaluation splits.")
+    target_min: float | None = Field(None, description="Regression: targets below this are an error (none: no bound).")
+    target_max: float | None = Field(None, description="Regression: targets above this are an error (none: no bound).")
+
+
+class LoraSettings(_Section):
+    r: int = Field(8, ge=1, le=1024, description="Adapter rank; 8 is plenty for a classification or regression head.")
+    alpha: float = Field(16, gt=0, description="Scale of the adapter update (alpha / r); 2 x r is the usual choice.")
+    dropout: float = Field(0.1, ge=0, lt=1, description="Dropout on the adapter's input.")
+    target_modules: list[str] | None = Field(
+        None, description="Module names that get adapters; none: per architecture (BERT: query, key, value)."
+    )
 
 
 class ModelConfig(_Section):
@@ -90,6 +155,9 @@ class ModelConfig(_Section):
         description="Pretrained model: a local folder, or the embedded 'all-MiniLM-L6-v2'.",
     )
     max_length: int = Field(128, ge=8, le=8192, description="Tokens per example; longer texts are truncated.")
+    method: TrainingMethod = Field(TrainingMethod.full, description="full | freeze (head only) | lora (adapters).")
+    unfreeze_top_layers: int = Field(0, ge=0, description="freeze: also train this many top encoder layers.")
+    lora: LoraSettings = Field(default_factory=lambda: LoraSettings(), description="lora: adapter settings.")
 
 
 class TrainingConfig(_Section):
@@ -110,6 +178,11 @@ class TrainingConfig(_Section):
     timeout_minutes: float | None = Field(
         None, gt=0, description="Stop the training process after this long (it checkpoints first); none: no limit."
     )
+    class_weights: ClassWeights = Field(ClassWeights.none, description="Classification: weigh the loss by class.")
+    early_stopping_patience: int | None = Field(
+        None, ge=1, description="Stop after this many evaluations without a better gate metric on the validation "
+        "split, and keep the best checkpoint; none: off."
+    )
 
     def result_settings(self) -> dict:
         """The settings that change the trained weights (checkpoint cadence and timeouts do not)."""
@@ -125,9 +198,16 @@ class RetryConfig(_Section):
 
 
 class EvaluationConfig(_Section):
-    metric: GateMetric = Field(GateMetric.f1_macro, description="Metric the gate compares, on the test split.")
-    minimum: float = Field(0.0, ge=0, le=1, description="The candidate must reach at least this value.")
-    margin: float = Field(0.0, ge=0, le=1, description="...and beat the champion by more than this to be promoted.")
+    metric: GateMetric = Field(
+        GateMetric.f1_macro, description="Metric the gate compares, on the test split (regression default: pearson)."
+    )
+    minimum: float = Field(0.0, ge=-1, le=1, description="Higher-is-better metrics: the candidate must reach this.")
+    maximum: float | None = Field(
+        None, ge=0, description="Lower-is-better metrics (mse, rmse, mae): the candidate must stay at or below this."
+    )
+    margin: float = Field(0.0, ge=0, description="...and beat the champion by more than this to be promoted.")
+    generations: int = Field(3, ge=0, le=50, description="causal_lm: test prompts answered (greedy) and kept with the version.")
+    max_new_tokens: int = Field(32, ge=1, le=1024, description="causal_lm: length limit of those answers.")
     champion_alias: str = Field(
         "production", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$",
         description="Alias of the current champion; a winning candidate is promoted to it.",
@@ -136,6 +216,7 @@ class EvaluationConfig(_Section):
 
 class RegisterConfig(_Section):
     keep_failed: bool = Field(False, description="Register a candidate that failed the gate (marked as failed).")
+    merge: bool = Field(False, description="LoRA: also register the merged full model (in merged/ beside the adapter).")
 
 
 with warnings.catch_warnings():  # a field named "register" shadows ABCMeta.register; harmless on instances
@@ -157,18 +238,97 @@ with warnings.catch_warnings():  # a field named "register" shadows ABCMeta.regi
         def storage_root(self) -> str:
             return self.storage or os.environ.get("TUNELINE_STORAGE") or DEFAULT_STORAGE
 
+        @model_validator(mode="before")
+        @classmethod
+        def _default_metric_for_task(cls, raw: Any) -> Any:
+            """An unset evaluation.metric takes the task's default (regression: pearson)."""
+            if not isinstance(raw, dict):
+                return raw
+            default = DEFAULT_METRIC.get(str(getattr(raw.get("task"), "value", raw.get("task"))))
+            evaluation = raw.get("evaluation", {})
+            if default and isinstance(evaluation, dict) and evaluation.get("metric") is None:
+                raw = {**raw, "evaluation": {**evaluation, "metric": default}}
+            return raw
+
+        @model_validator(mode="before")
+        @classmethod
+        def _causal_lm_defaults(cls, raw: Any) -> Any:
+            """task: causal_lm defaults to LoRA on the embedded SmolLM2-135M-Instruct (unset keys only)."""
+            if not isinstance(raw, dict) or str(getattr(raw.get("task"), "value", raw.get("task"))) != "causal_lm":
+                return raw
+            model = raw.get("model", {})
+            if isinstance(model, dict):
+                model = {"base": "SmolLM2-135M-Instruct", "method": "lora", **model}
+                raw = {**raw, "model": model}
+            return raw
+
+        @model_validator(mode="after")
+        def _settings_fit_the_task(self) -> FinetuneConfig:
+            problems = task_problems(self)
+            if problems:
+                raise ValueError(PROBLEM_SEPARATOR.join(problems))
+            return self
+
+
+def task_problems(cfg: FinetuneConfig) -> list[str]:
+    """Settings that do not fit together (metric vs task, gate bound vs metric direction, ...), keyed by path."""
+    task, metric, ev = cfg.task.value, cfg.evaluation.metric.value, cfg.evaluation
+    problems = []
+    allowed = TASK_METRICS.get(task)
+    if allowed is not None and metric not in allowed:
+        problems.append(f"evaluation.metric: {metric} is not a {task} metric; use one of {sorted(allowed)}")
+    if lower_is_better(metric):
+        if ev.minimum != 0:
+            problems.append(f"evaluation.minimum: {metric} is lower-is-better; set evaluation.maximum instead")
+    elif ev.maximum is not None:
+        problems.append(f"evaluation.maximum: {metric} is higher-is-better; set evaluation.minimum instead")
+    if task != "regression":
+        if cfg.data.scale_targets != TargetScaling.none:
+            problems.append("data.scale_targets: only for task: regression")
+        if cfg.validation.target_min is not None or cfg.validation.target_max is not None:
+            problems.append("validation.target_min/target_max: only for task: regression")
+    elif cfg.training.class_weights != ClassWeights.none:
+        problems.append("training.class_weights: only for task: classification")
+    if task == "regression" and cfg.data.labels:
+        problems.append("data.labels: a regression target has no label set")
+    tv = cfg.validation
+    if tv.target_min is not None and tv.target_max is not None and tv.target_min > tv.target_max:
+        problems.append("validation.target_min: greater than validation.target_max")
+    if cfg.training.early_stopping_patience and not cfg.data.split_column and cfg.data.validation_fraction == 0:
+        problems.append("training.early_stopping_patience: needs a validation split (data.validation_fraction > 0)")
+    if task == "causal_lm":
+        if cfg.model.method == TrainingMethod.freeze:
+            problems.append("model.method: causal_lm trains with lora or full, not freeze")
+        if cfg.data.labels:
+            problems.append("data.labels: causal_lm has no label set")
+        if cfg.training.early_stopping_patience:
+            problems.append("training.early_stopping_patience: not supported for causal_lm yet")
+    if cfg.register.merge and (task != "causal_lm" or cfg.model.method != TrainingMethod.lora):
+        problems.append("register.merge: only for task: causal_lm with model.method: lora")
+    if cfg.model.unfreeze_top_layers and cfg.model.method != TrainingMethod.freeze:
+        problems.append("model.unfreeze_top_layers: only for model.method: freeze")
+    return problems
+
 
 def format_validation_error(err: ValidationError, where: str) -> str:
-    lines = [f"invalid config in {where} ({err.error_count()} problem(s)):"]
+    lines = [f"invalid config in {where} ({count_problems(err)} problem(s)):"]
     for item in err.errors():
         path = ".".join(str(p) for p in item["loc"]) or "(top level)"
         message = item["msg"]
+        if not item["loc"] and item["type"] == "value_error":  # cross-field checks: "key.path: why; ..."
+            lines += [f"  {problem}" for problem in message.removeprefix("Value error, ").split(PROBLEM_SEPARATOR)]
+            continue
         if item["type"] == "extra_forbidden":
             message = "unknown key"
         elif item["type"] == "missing":
             message = "required key is missing"
         lines.append(f"  {path}: {message}")
     return "\n".join(lines)
+
+
+def count_problems(err: ValidationError) -> int:
+    return sum(item["msg"].count(PROBLEM_SEPARATOR) + 1 if not item["loc"] and item["type"] == "value_error" else 1
+               for item in err.errors())
 
 
 def apply_override(raw: dict[str, Any], assignment: str) -> None:

@@ -9,32 +9,42 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tuneline.config import FinetuneConfig
+from tuneline.config import FinetuneConfig, lower_is_better
 from tuneline.errors import DataError
 from tuneline.fingerprints import content_key
-from tuneline.metrics import classification_metrics, headline
+from tuneline.loading import load_model_folder
+from tuneline.metrics import classification_metrics, headline, regression_metrics
 from tuneline.preprocess import load_split
 from tuneline.registry import Registry, version_dir
 from tuneline.storage import Storage
+from tuneline.targets import CONFIG_KEY, unscale
+
+
+def predict(model_dir: Path, dataset, batch_size: int = 64) -> list:
+    """Per row of a tokenized dataset: the arg-max class id, or (regression) the value in original units."""
+    import torch
+    from torch.utils.data import DataLoader
+    from transformers import DataCollatorWithPadding
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model, tokenizer = load_model_folder(model_dir)
+    model = model.to(device).eval()
+    regression = getattr(model.config, "problem_type", None) == "regression"
+    inputs = dataset.remove_columns([c for c in dataset.column_names if c == "labels"])
+    loader = DataLoader(inputs, batch_size=batch_size, collate_fn=DataCollatorWithPadding(tokenizer))
+    predictions: list = []
+    with torch.inference_mode():
+        for batch in loader:
+            logits = model(**{k: v.to(device) for k, v in batch.items()}).logits
+            predictions.extend(logits[:, 0].float().tolist() if regression else logits.argmax(dim=-1).tolist())
+    if regression:
+        return unscale(predictions, getattr(model.config, CONFIG_KEY, None)).tolist()
+    return predictions
 
 
 def predict_label_ids(model_dir: Path, dataset, batch_size: int = 64) -> list[int]:
     """Arg-max class ids for every row of a tokenized dataset."""
-    import torch
-    from torch.utils.data import DataLoader
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding
-
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForSequenceClassification.from_pretrained(model_dir).to(device).eval()
-    inputs = dataset.remove_columns([c for c in dataset.column_names if c == "labels"])
-    loader = DataLoader(inputs, batch_size=batch_size, collate_fn=DataCollatorWithPadding(tokenizer))
-    predictions: list[int] = []
-    with torch.inference_mode():
-        for batch in loader:
-            logits = model(**{k: v.to(device) for k, v in batch.items()}).logits
-            predictions.extend(logits.argmax(dim=-1).tolist())
-    return predictions
+    return predict(model_dir, dataset, batch_size)
 
 
 def find_champion(storage: Storage, cfg: FinetuneConfig) -> dict | None:
@@ -54,14 +64,26 @@ def find_champion(storage: Storage, cfg: FinetuneConfig) -> dict | None:
 
 
 def gate_decision(metrics: dict, champion: dict | None, cfg: FinetuneConfig) -> dict:
-    """Passed = reaches the minimum; promote = passed and beats the champion by more than the margin."""
+    """Passed = within the bound; promote = passed and beats the champion by more than the margin.
+
+    Higher-is-better metrics must reach ``evaluation.minimum`` and win by being larger; lower-is-better
+    ones (mse, rmse, mae) must stay at or below ``evaluation.maximum`` (if set) and win by being smaller.
+    """
     gate = cfg.evaluation
     value = metrics[gate.metric.value]
-    decision = {"metric": gate.metric.value, "value": value, "minimum": gate.minimum, "margin": gate.margin,
-                "passed": value >= gate.minimum, "champion": None}
+    lower = lower_is_better(gate.metric)
+    decision = {"metric": gate.metric.value, "value": value, "direction": "lower" if lower else "higher",
+                "minimum": None if lower else gate.minimum, "maximum": gate.maximum if lower else None,
+                "margin": gate.margin, "champion": None}
+    if lower:
+        decision["passed"] = gate.maximum is None or value <= gate.maximum
+        bound = f"above the maximum {gate.maximum}"
+    else:
+        decision["passed"] = value >= gate.minimum
+        bound = f"below the minimum {gate.minimum}"
     if not decision["passed"]:
         return {**decision, "promote": False, "decision": "reject",
-                "reason": f"{gate.metric.value} {value:.4f} is below the minimum {gate.minimum}"}
+                "reason": f"{gate.metric.value} {value:.4f} is {bound}"}
     if champion is None:
         return {**decision, "promote": True, "decision": "promote", "reason": "no champion yet"}
     decision["champion"] = {k: champion[k] for k in ("alias", "version")}
@@ -74,7 +96,8 @@ def gate_decision(metrics: dict, champion: dict | None, cfg: FinetuneConfig) -> 
                           "not comparable, promote by hand"}
     best = champion["metrics"][gate.metric.value]
     decision["champion"]["value"] = best
-    verdict = "beats" if value > best + gate.margin else "does not beat"
+    wins = value < best - gate.margin if lower else value > best + gate.margin
+    verdict = "beats" if wins else "does not beat"
     return {**decision, "promote": verdict == "beats", "decision": "promote" if verdict == "beats" else "keep",
             "reason": f"{value:.4f} {verdict} champion v{champion['version']} ({best:.4f}) by more than {gate.margin}"}
 
@@ -88,14 +111,21 @@ def score_model(storage: Storage, model_prefix: str, model_fingerprint: str, pre
     test_set = load_split(storage, prepared, "test")
     if test_set is None:
         raise DataError("the test split is empty: raise data.test_fraction or add rows with split 'test'")
-    predicted = predict_label_ids(storage.local_dir(model_prefix), test_set)
-    metrics = classification_metrics(test_set["labels"], predicted, prepared["labels"])
+    predicted = predict(storage.local_dir(model_prefix), test_set)
+    if prepared.get("task") == "regression":  # both sides in the target's original units
+        metrics = regression_metrics(unscale(test_set["labels"], prepared.get("target_scaling")), predicted)
+    else:
+        metrics = classification_metrics(test_set["labels"], predicted, prepared["labels"])
     storage.write_json(key, metrics)
     return metrics, False
 
 
 def evaluate_candidate(storage: Storage, prepared: dict, trained: dict, cfg: FinetuneConfig) -> dict:
     """Metrics of the candidate and of the champion on the same test split, plus the gate decision."""
+    if cfg.task.value == "causal_lm":  # perplexity before/after, generations
+        from tuneline.causal_lm import evaluate_causal_candidate
+
+        return evaluate_causal_candidate(storage, prepared, trained, cfg)
     metrics, reused = score_model(storage, f"{trained['key']}/model", trained["model_fingerprint"], prepared,
                                   reuse=cfg.cache)
     champion = find_champion(storage, cfg)

@@ -1,6 +1,6 @@
-"""Classification metrics with scikit-learn (no metric scripts from a hub).
+"""Classification and regression metrics with scikit-learn and scipy (no metric scripts from a hub).
 
-Reads true and predicted label ids; returns plain JSON-able dicts.
+Reads true and predicted label ids (or numeric targets); returns plain JSON-able dicts.
 """
 
 from __future__ import annotations
@@ -32,3 +32,23 @@ def classification_metrics(y_true, y_pred, labels: list[str]) -> dict:
 def headline(metrics: dict) -> dict:
     """The scalar metrics only (what summaries and tables show)."""
     return {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def regression_metrics(y_true, y_pred) -> dict:
+    """MSE, RMSE, MAE, R², Pearson and Spearman correlation, in the units of the targets given."""
+    import numpy as np
+    from scipy.stats import pearsonr, spearmanr
+    from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
+
+    y_true, y_pred = np.asarray(y_true, dtype=float), np.asarray(y_pred, dtype=float)
+    mse = float(mean_squared_error(y_true, y_pred))
+    constant = np.ptp(y_true) == 0 or np.ptp(y_pred) == 0  # correlation undefined: report 0, not NaN
+    return {
+        "mse": mse,
+        "rmse": float(np.sqrt(mse)),
+        "mae": float(mean_absolute_error(y_true, y_pred)),
+        "r2": float(r2_score(y_true, y_pred)) if len(y_true) > 1 else 0.0,
+        "pearson": 0.0 if constant else float(pearsonr(y_true, y_pred)[0]),
+        "spearman": 0.0 if constant else float(spearmanr(y_true, y_pred)[0]),
+        "support": int(len(y_true)),
+    }

@@ -13,34 +13,42 @@ from pathlib import Path
 import pandas as pd
 
 from tuneline.base_models import resolve_base_model
-from tuneline.config import FinetuneConfig
+from tuneline.config import FinetuneConfig, Task
 from tuneline.fingerprints import content_key, folder_fingerprint
 from tuneline.ingest import load_dataset_frame
 from tuneline.splits import SPLITS, assign_splits
 from tuneline.storage import Storage
+from tuneline.targets import fit_scaling, parse_targets, scale
 
 PREPROCESS_VERSION = 1
 
 
-def label_names(frame: pd.DataFrame, cfg: FinetuneConfig) -> list[str]:
-    """Labels in id order: as configured, else sorted from the data."""
+def label_names(frame: pd.DataFrame, cfg: FinetuneConfig) -> list[str] | None:
+    """Labels in id order: as configured, else sorted from the data; None for regression."""
+    if cfg.task == Task.regression:
+        return None
     return list(cfg.data.labels) if cfg.data.labels else sorted(frame[cfg.data.label_column].astype(str).unique())
 
 
 def prepare_key(dataset: dict, cfg: FinetuneConfig) -> str:
     base = folder_fingerprint(str(resolve_base_model(cfg.model.base)))
-    return content_key(dataset["fingerprint"], cfg.data, cfg.model.max_length, base, PREPROCESS_VERSION)
+    task = [cfg.task.value] if cfg.task != Task.classification else []  # classification keys stay as they were
+    return content_key(dataset["fingerprint"], cfg.data, cfg.model.max_length, base, PREPROCESS_VERSION, *task)
 
 
-def tokenize_split(frame: pd.DataFrame, cfg: FinetuneConfig, tokenizer, label_ids: dict[str, int]):
-    """A ``datasets.Dataset`` with input_ids / attention_mask / labels for one split."""
+def tokenize_split(frame: pd.DataFrame, cfg: FinetuneConfig, tokenizer, label_ids: dict[str, int] | None,
+                   scaling: dict | None = None):
+    """A ``datasets.Dataset`` with input_ids / attention_mask / labels (class ids, or scaled floats) for one split."""
     from datasets import Dataset
 
     data = cfg.data
     columns = {"text": frame[data.text_column].astype(str).tolist()}
     if data.text_pair_column:
         columns["text_pair"] = frame[data.text_pair_column].astype(str).tolist()
-    columns["labels"] = [label_ids[str(v)] for v in frame[data.label_column]]
+    if label_ids is None:  # regression: the scaled numeric target
+        columns["labels"] = scale(parse_targets(frame[data.label_column]), scaling).astype("float32").tolist()
+    else:
+        columns["labels"] = [label_ids[str(v)] for v in frame[data.label_column]]
     dataset = Dataset.from_dict(columns)
 
     def encode(batch):
@@ -52,15 +60,24 @@ def tokenize_split(frame: pd.DataFrame, cfg: FinetuneConfig, tokenizer, label_id
 
 def prepare_splits(storage: Storage, dataset: dict, cfg: FinetuneConfig) -> dict:
     """Split + tokenize once per (dataset, settings); returns the prepared key, labels and counts."""
+    if cfg.task == Task.causal_lm:  # prompt/response rows, response-only loss mask
+        from tuneline.instructions import prepare_instruction_splits
+
+        return prepare_instruction_splits(storage, dataset, cfg)
     from transformers import AutoTokenizer
 
     prefix = f"prepared/{prepare_key(dataset, cfg)}"
     if cfg.cache and storage.exists(f"{prefix}/meta.json"):
         return {**storage.read_json(f"{prefix}/meta.json"), "reused": True}
     frame = load_dataset_frame(storage, dataset)
-    splits = assign_splits(frame, cfg.data)
+    regression = cfg.task == Task.regression
+    splits = assign_splits(frame, cfg.data, numeric_target=regression)
     labels = label_names(frame, cfg)
-    label_ids = {name: i for i, name in enumerate(labels)}
+    label_ids = None if regression else {name: i for i, name in enumerate(labels)}
+    scaling = None
+    if regression:  # statistics of the training split only, so nothing leaks from evaluation rows
+        train_targets = parse_targets(frame.loc[splits == "train", cfg.data.label_column])
+        scaling = fit_scaling(train_targets, cfg.data.scale_targets.value)
     tokenizer = AutoTokenizer.from_pretrained(resolve_base_model(cfg.model.base), use_fast=True)
     counts = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -68,10 +85,12 @@ def prepare_splits(storage: Storage, dataset: dict, cfg: FinetuneConfig) -> dict
             rows = frame[splits == split]
             counts[split] = len(rows)
             if len(rows):
-                tokenize_split(rows, cfg, tokenizer, label_ids).save_to_disk(str(Path(tmp) / split))
+                tokenize_split(rows, cfg, tokenizer, label_ids, scaling).save_to_disk(str(Path(tmp) / split))
         storage.put_dir(Path(tmp), prefix)
     meta = {"key": prefix, "uri": storage.uri(prefix), "labels": labels, "counts": counts,
-            "dataset_fingerprint": dataset["fingerprint"]}
+            "dataset_fingerprint": dataset["fingerprint"], "task": cfg.task.value}
+    if regression:
+        meta["target_scaling"] = scaling
     storage.write_json(f"{prefix}/meta.json", meta)
     return {**meta, "reused": False}
 

@@ -8,6 +8,7 @@ config does not keep failed candidates.
 from __future__ import annotations
 
 from tuneline.base_models import resolve_base_model
+from tuneline.causal_lm import registrable_folder
 from tuneline.config import FinetuneConfig
 from tuneline.fingerprints import code_version, folder_fingerprint
 from tuneline.metrics import headline
@@ -47,7 +48,7 @@ def register_candidate(
     registry = Registry(storage)
     manifest = registry.register(
         cfg.name,
-        storage.local_dir(f"{trained['key']}/model"),
+        registrable_folder(storage, trained, cfg),  # causal_lm + register.merge: adapter + merged/
         build_manifest(cfg, dataset, trained, evaluation, run_id),
     )
     promotion = {"moved": False, "reason": gate["reason"]}

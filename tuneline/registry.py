@@ -46,15 +46,16 @@ PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 
 
 def check_model_folder(folder: Path) -> None:
-    """A registrable model folder: config.json plus safetensors weights, and no pickled files."""
+    """A registrable model folder: config.json (or a PEFT adapter_config.json) plus safetensors weights,
+    and no pickled files."""
     if not folder.is_dir():
         raise RegistryError(f"{folder}: not a folder")
     pickles = sorted(p.name for p in folder.rglob("*") if p.suffix.lower() in PICKLE_SUFFIXES)
     if pickles:
         raise RegistryError(f"{folder}: holds pickled files {pickles}; only safetensors weights are accepted "
                             "(save with save_pretrained(..., safe_serialization=True))")
-    if not (folder / "config.json").is_file():
-        raise RegistryError(f"{folder}: no config.json; expected a save_pretrained folder")
+    if not (folder / "config.json").is_file() and not (folder / "adapter_config.json").is_file():
+        raise RegistryError(f"{folder}: no config.json or adapter_config.json; expected a save_pretrained folder")
     if not list(folder.rglob("*.safetensors")):
         raise RegistryError(f"{folder}: no .safetensors weights")
 

@@ -23,12 +23,27 @@ def input_key(frame: pd.DataFrame, data: DataConfig) -> pd.Series:
     return key
 
 
-def assign_splits(frame: pd.DataFrame, data: DataConfig) -> pd.Series:
-    """Split name per row: the predefined column if configured, else a seeded stratified draw."""
+TARGET_BINS = 5  # regression strata: quantile bins of the numeric target
+
+
+def target_strata(values: pd.Series) -> pd.Series:
+    """A numeric target's quantile bin per row (as a string stratum); unparseable values share one stratum."""
+    numbers = pd.to_numeric(values, errors="coerce")
+    if numbers.notna().sum() < 2 * TARGET_BINS:
+        return pd.Series("all", index=values.index)
+    bins = pd.qcut(numbers, TARGET_BINS, labels=False, duplicates="drop")
+    return bins.astype("Int64").astype(str)
+
+
+def assign_splits(frame: pd.DataFrame, data: DataConfig, numeric_target: bool = False) -> pd.Series:
+    """Split name per row: the predefined column if configured, else a seeded stratified draw.
+
+    Strata are the labels, or quantile bins of the target when ``numeric_target`` (regression).
+    """
     if data.split_column:
         return frame[data.split_column].astype(str).str.strip().str.lower()
     keys = input_key(frame, data)
-    labels = frame[data.label_column].astype(str)
+    labels = target_strata(frame[data.label_column]) if numeric_target else frame[data.label_column].astype(str)
     groups = pd.DataFrame({"key": keys, "label": labels}).drop_duplicates("key")
     rng = np.random.default_rng(data.seed)
     assignment: dict[str, str] = {}

@@ -24,8 +24,7 @@ def run_summary(cfg: FinetuneConfig, dataset: dict, evaluation: dict, registered
     }
     if not gate["passed"]:
         kept = f"; kept as version {registered['version']}" if registered.get("registered") else "; nothing registered"
-        summary["error"] = (
-            f"the candidate failed the gate: {gate['metric']} = {gate['value']:.4f} < evaluation.minimum "
-            f"{gate['minimum']:.4f}{kept}"
-        )
+        bound = (f"> evaluation.maximum {gate['maximum']:.4f}" if gate.get("direction") == "lower"
+                 else f"< evaluation.minimum {gate['minimum']:.4f}")
+        summary["error"] = f"the candidate failed the gate: {gate['metric']} = {gate['value']:.4f} {bound}{kept}"
     return summary

@@ -1,4 +1,8 @@
-"""Train: fine-tune a pretrained encoder for sequence classification with HF Trainer.
+"""Train: fine-tune a pretrained encoder for sequence classification or regression with HF Trainer.
+
+The model (head, and full / freeze / lora training) comes from ``tuneline.model_setup``;
+early stopping (``training.early_stopping_patience``) scores the gate metric on the
+validation split and restores the best checkpoint at the end.
 
 Reads the tokenized splits under ``prepared/<key>`` and the base model folder;
 writes checkpoints to ``candidates/<key>/checkpoints/``, then the fine-tuned model
@@ -21,10 +25,11 @@ from typing import Callable
 
 from tuneline.base_models import resolve_base_model
 from tuneline.checkpoints import CheckpointStore, checkpoint_callback, step_of
-from tuneline.config import FinetuneConfig, Precision, parse_config
+from tuneline.config import FinetuneConfig, Precision, lower_is_better, parse_config
 from tuneline.errors import ConfigError, TunelineError
 from tuneline.fingerprints import content_key, files_fingerprint, folder_files
 from tuneline.launcher import RateLimitedLog, run_process
+from tuneline.model_setup import build_model, class_weight_loss, portable_base_name
 from tuneline.preprocess import load_split
 from tuneline.storage import Storage, open_storage
 
@@ -32,6 +37,7 @@ TRAIN_VERSION = 1
 EXIT_INPUT_ERROR = 2  # deterministic: bad config or data; retrying cannot help
 EXIT_OUT_OF_MEMORY = 75  # CUDA OOM; the next attempt halves the per-device batch
 EXIT_PREEMPTED = 143  # SIGTERM: a checkpoint was written before exiting
+PROGRESS_PREFIX = "PROGRESS "  # a child's stdout line carrying JSON progress for the parent
 
 
 class TrainingInputError(TunelineError):
@@ -70,9 +76,26 @@ def candidate_prefix(prepared: dict, cfg: FinetuneConfig, run_id: str | None) ->
 
 # -- the parent: launch, stream, interpret ----------------------------------------------------
 
+def progress_lines(log_line: Callable[[str], None], on_progress: Callable[[dict], None] | None):
+    """Route the child's ``PROGRESS {json}`` lines to ``on_progress``; everything else to the (rate-limited) log."""
+    limited = RateLimitedLog(log_line)
+
+    def route(line: str) -> None:
+        if line.startswith(PROGRESS_PREFIX):
+            if on_progress:
+                on_progress(json.loads(line[len(PROGRESS_PREFIX):]))
+        else:
+            limited(line)
+
+    return route
+
+
 def train_candidate(storage: Storage, prepared: dict, cfg: FinetuneConfig, log_line: Callable[[str], None] = print,
-                    run_id: str | None = None) -> dict:
-    """Train once per (prepared data, settings) in a child process; resume from its newest checkpoint."""
+                    run_id: str | None = None, on_progress: Callable[[dict], None] | None = None) -> dict:
+    """Train once per (prepared data, settings) in a child process; resume from its newest checkpoint.
+
+    ``on_progress`` receives ``{"step", "max_steps", "epoch", "loss"}`` as training advances.
+    """
     prefix = candidate_prefix(prepared, cfg, run_id)
     if cfg.cache and storage.exists(f"{prefix}/training.json"):
         return {**storage.read_json(f"{prefix}/training.json"), "reused": True}
@@ -82,7 +105,7 @@ def train_candidate(storage: Storage, prepared: dict, cfg: FinetuneConfig, log_l
     (scratch / "spec.json").write_text(json.dumps(spec))
     timeout = cfg.training.timeout_minutes * 60 if cfg.training.timeout_minutes else None
     code, timed_out = run_process([sys.executable, "-m", "tuneline.train_process", str(scratch / "spec.json")],
-                                  RateLimitedLog(log_line), scratch / "train.log", timeout_s=timeout,
+                                  progress_lines(log_line, on_progress), scratch / "train.log", timeout_s=timeout,
                                   env={**os.environ, "PYTHONUNBUFFERED": "1"},
                                   on_start=lambda pid: (scratch / "pid").write_text(str(pid)))
     error = scratch / "error.txt"
@@ -111,12 +134,30 @@ def describe_exit(code: int) -> str:
 
 # -- the child: train with checkpoints -------------------------------------------------------
 
+def evaluation_schedule(cfg: FinetuneConfig, has_eval: bool, train_rows: int, batch_size: int,
+                        accumulation: int) -> dict:
+    """Eval / save strategies. Early stopping evaluates and checkpoints together every N steps, N being
+    ``checkpoint_every_steps`` or one epoch, whichever is shorter, so the best checkpoint always exists."""
+    t = cfg.training
+    if not (t.early_stopping_patience and has_eval):
+        return {"eval_strategy": "epoch" if has_eval else "no",
+                "save_strategy": "steps" if t.checkpoint_every_steps else "no",
+                "save_steps": t.checkpoint_every_steps or 500}
+    steps_per_epoch = max(1, -(-train_rows // (batch_size * accumulation)))
+    every = min(t.checkpoint_every_steps or steps_per_epoch, steps_per_epoch)
+    metric = cfg.evaluation.metric.value
+    return {"eval_strategy": "steps", "eval_steps": every, "save_strategy": "steps", "save_steps": every,
+            "load_best_model_at_end": True, "metric_for_best_model": metric,
+            "greater_is_better": not lower_is_better(metric)}
+
+
 def training_arguments(cfg: FinetuneConfig, output_dir: Path, precision: str, has_eval: bool,
-                       batch_size: int, accumulation: int):
+                       batch_size: int, accumulation: int, train_rows: int = 0):
     import torch
     from transformers import TrainingArguments
 
     t = cfg.training
+    schedule = evaluation_schedule(cfg, has_eval, train_rows, batch_size, accumulation)
     return TrainingArguments(
         output_dir=str(output_dir),
         num_train_epochs=t.epochs,
@@ -131,14 +172,58 @@ def training_arguments(cfg: FinetuneConfig, output_dir: Path, precision: str, ha
         bf16=precision == "bf16",
         fp16=precision == "fp16",
         use_cpu=not torch.cuda.is_available(),
-        eval_strategy="epoch" if has_eval else "no",
-        save_strategy="steps" if t.checkpoint_every_steps else "no",
-        save_steps=t.checkpoint_every_steps or 500,
+        **schedule,
+        label_names=["labels"],  # explicit: a PEFT-wrapped model hides its forward signature
         save_total_limit=None,  # CheckpointStore prunes, and only after a newer checkpoint is complete
         logging_steps=10,
         report_to="none",
         disable_tqdm=True,
     )
+
+
+def progress_callback():
+    """A TrainerCallback printing ``PROGRESS {json}`` at each log step (the parent turns it into progress)."""
+    from transformers import TrainerCallback
+
+    class Progress(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            report = {"step": state.global_step, "max_steps": state.max_steps, "epoch": state.epoch,
+                      "loss": (logs or {}).get("loss"), "eval_loss": (logs or {}).get("eval_loss")}
+            print(PROGRESS_PREFIX + json.dumps(report), flush=True)
+
+    return Progress()
+
+
+def metrics_function(prepared: dict):
+    """``compute_metrics`` for the Trainer: the tuneline metrics on the validation split (original units)."""
+    from tuneline.metrics import classification_metrics, headline, regression_metrics
+    from tuneline.targets import unscale
+
+    def compute(eval_pred) -> dict:
+        logits, labels = eval_pred.predictions, eval_pred.label_ids
+        logits = logits[0] if isinstance(logits, tuple) else logits
+        if prepared.get("task") == "regression":
+            scaling = prepared.get("target_scaling")
+            return regression_metrics(unscale(labels, scaling), unscale(logits[:, 0], scaling))
+        return headline(classification_metrics(labels, logits.argmax(-1), prepared["labels"]))
+
+    return compute
+
+
+def early_stopping_callback(patience: int):
+    """HF's EarlyStoppingCallback whose patience counter survives a resume (restored from trainer_state)."""
+    from transformers import EarlyStoppingCallback
+
+    class ResumableEarlyStopping(EarlyStoppingCallback):
+        def on_train_begin(self, args, state, control, **kwargs):
+            saved = (state.stateful_callbacks or {}).get(type(self).__name__)
+            saved = saved[0] if isinstance(saved, list) and saved else saved
+            if isinstance(saved, dict):
+                self.early_stopping_patience_counter = saved.get("attributes", {}).get(
+                    "early_stopping_patience_counter", 0)
+            return super().on_train_begin(args, state, control, **kwargs)
+
+    return ResumableEarlyStopping(early_stopping_patience=patience)
 
 
 def batch_plan(storage: Storage, prefix: str, cfg: FinetuneConfig) -> dict:
@@ -159,11 +244,27 @@ def halve_batch(plan: dict) -> dict:
             "oom_retries": plan["oom_retries"] + 1}
 
 
+def save_model_folder(model, tokenizer, model_dir: Path, cfg: FinetuneConfig) -> None:
+    """A full model folder, or (lora) adapter_config.json + adapter_model.safetensors plus the task model's
+    config.json (labels, problem type, target scaling) and the tokenizer."""
+    model.save_pretrained(model_dir)
+    if cfg.model.method.value == "lora":
+        model.get_base_model().config.save_pretrained(model_dir)
+        adapter_config = model_dir / "adapter_config.json"
+        settings = json.loads(adapter_config.read_text())
+        settings["base_model_name_or_path"] = portable_base_name(cfg.model.base)
+        adapter_config.write_text(json.dumps(settings, indent=2, sort_keys=True))
+    tokenizer.save_pretrained(model_dir)
+
+
 def fine_tune(spec: dict) -> dict:
     """The child's work: full fine-tune from the base model (or resume), then save and record the model."""
+    if spec["config"].get("task") == "causal_lm":  # instruction tuning of a decoder
+        from tuneline.causal_lm import fine_tune_causal_lm
+
+        return fine_tune_causal_lm(spec)
     import torch
-    from transformers import (AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding,
-                              Trainer, set_seed)
+    from transformers import AutoTokenizer, DataCollatorWithPadding, Trainer, set_seed
 
     cfg, prepared, prefix = parse_config(spec["config"]), spec["prepared"], spec["prefix"]
     storage = open_storage(spec["storage_root"])
@@ -175,22 +276,29 @@ def fine_tune(spec: dict) -> dict:
     precision = resolve_precision(cfg.training.precision)
     set_seed(cfg.training.seed)
     tokenizer = AutoTokenizer.from_pretrained(base, use_fast=True)
-    model = AutoModelForSequenceClassification.from_pretrained(
-        base, num_labels=len(labels), id2label=dict(enumerate(labels)),
-        label2id={name: i for i, name in enumerate(labels)},
-    )
-    eval_set = load_split(storage, prepared, "validation")
+    model, trainable = build_model(cfg, base, prepared)
+    train_set, eval_set = load_split(storage, prepared, "train"), load_split(storage, prepared, "validation")
+    if cfg.training.early_stopping_patience and eval_set is None:
+        raise TrainingInputError("training.early_stopping_patience needs a validation split; it is empty "
+                                 "(raise data.validation_fraction or add rows with split 'validation')")
     checkpointing = checkpoint_callback(store, cfg.training.checkpoint_every_minutes)
+    callbacks = [checkpointing, progress_callback()]
+    if cfg.training.early_stopping_patience:
+        callbacks.append(early_stopping_callback(cfg.training.early_stopping_patience))
     trainer = Trainer(
         model=model,
         args=training_arguments(cfg, store.local, precision, eval_set is not None, plan["batch_size"],
-                                plan["gradient_accumulation"]),
-        train_dataset=load_split(storage, prepared, "train"),
+                                plan["gradient_accumulation"], len(train_set)),
+        train_dataset=train_set,
         eval_dataset=eval_set,
         data_collator=DataCollatorWithPadding(tokenizer),
         processing_class=tokenizer,
-        callbacks=[checkpointing],
+        compute_metrics=metrics_function(prepared) if eval_set is not None else None,
+        compute_loss_func=class_weight_loss(cfg, train_set, labels),
+        callbacks=callbacks,
     )
+    if trainer.compute_loss_func is not None:
+        trainer.loss_is_scaled_for_ga = False  # the class-weighted loss is a per-batch mean
     if resume:
         print(f"resuming from {resume.name}", flush=True)
     started = time.perf_counter()
@@ -204,8 +312,7 @@ def fine_tune(spec: dict) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = Path(tmp) / "model"
         # save_pretrained, not Trainer.save_model: the latter adds training_args.bin, a pickle.
-        trainer.model.save_pretrained(model_dir)
-        tokenizer.save_pretrained(model_dir)
+        save_model_folder(trainer.model, tokenizer, model_dir, cfg)
         fingerprint = files_fingerprint(folder_files(model_dir))
         storage.put_dir(model_dir, f"{prefix}/model")
     evals = [h for h in trainer.state.log_history if "eval_loss" in h]
@@ -225,6 +332,12 @@ def fine_tune(spec: dict) -> dict:
         "train_seconds": round(time.perf_counter() - started, 2),
         "samples_per_second": output.metrics.get("train_samples_per_second"),
         "eval_loss": evals[-1]["eval_loss"] if evals else None,
+        "method": cfg.model.method.value,
+        "trainable_parameters": trainable,
+        "stopped_early": output.global_step < trainer.state.max_steps,
+        "best_metric": trainer.state.best_metric,
+        "best_checkpoint": Path(trainer.state.best_model_checkpoint).name if trainer.state.best_model_checkpoint
+        else None,
     }
     storage.write_json(f"{prefix}/training.json", result)
     store.clear()  # the model is stored; its checkpoints are no longer needed

@@ -11,7 +11,7 @@ import os
 
 import pandas as pd
 
-from tuneline.config import FinetuneConfig
+from tuneline.config import FinetuneConfig, Task
 from tuneline.errors import ValidationFailed
 from tuneline.fingerprints import content_key
 from tuneline.ingest import load_dataset_frame
@@ -19,6 +19,7 @@ from tuneline.splits import SPLITS, assign_splits, input_key
 from tuneline.storage import Storage
 
 MAX_EXAMPLES = 5
+NUMERIC_TARGET = "_target"  # regression: the label column parsed as numbers (unparseable -> null)
 
 
 def _gx_batch(frame: pd.DataFrame, name: str):
@@ -51,7 +52,11 @@ def _row_expectations(cfg: FinetuneConfig, frame: pd.DataFrame) -> list:
         ]
     if data.label_column in present:
         expectations.append(gxe.ExpectColumnValuesToNotBeNull(column=data.label_column))
-        if data.labels:
+        if cfg.task == Task.regression:
+            if limits.target_min is not None or limits.target_max is not None:
+                expectations.append(gxe.ExpectColumnValuesToBeBetween(
+                    column=NUMERIC_TARGET, min_value=limits.target_min, max_value=limits.target_max))
+        elif data.labels:
             expectations.append(gxe.ExpectColumnValuesToBeInSet(column=data.label_column, value_set=data.labels))
     if data.split_column and data.split_column in present:
         expectations.append(gxe.ExpectColumnValuesToBeInSet(column=data.split_column, value_set=list(SPLITS)))
@@ -98,11 +103,25 @@ def _class_counts_check(frame: pd.DataFrame, cfg: FinetuneConfig) -> dict:
     }
 
 
+def _numeric_target_check(frame: pd.DataFrame, cfg: FinetuneConfig) -> dict:
+    """Regression: every non-null target parses as a finite number."""
+    raw = frame[cfg.data.label_column]
+    bad = raw[raw.notna() & frame[NUMERIC_TARGET].isna()]
+    return {
+        "expectation": "expect_column_values_to_be_numeric",
+        "column": cfg.data.label_column,
+        "success": bad.empty,
+        "unexpected_count": int(len(bad)),
+        "element_count": int(raw.notna().sum()),
+        **({"examples": [str(v) for v in bad.iloc[:MAX_EXAMPLES]]} if not bad.empty else {}),
+    }
+
+
 def _overlap_expectation(frame: pd.DataFrame, cfg: FinetuneConfig):
     """Texts of the training split must not appear in validation or test (checked on the train rows)."""
     import great_expectations.expectations as gxe
 
-    splits = assign_splits(frame, cfg.data)
+    splits = assign_splits(frame, cfg.data, numeric_target=cfg.task == Task.regression)
     evaluation_inputs = sorted(set(frame.loc[splits.isin(["validation", "test"]), "_input"]))
     train_rows = frame.loc[splits == "train", ["_input"]].reset_index(drop=True)
     expectation = gxe.ExpectColumnValuesToNotBeInSet(column="_input", value_set=evaluation_inputs)
@@ -111,20 +130,28 @@ def _overlap_expectation(frame: pd.DataFrame, cfg: FinetuneConfig):
 
 def validate_frame(frame: pd.DataFrame, cfg: FinetuneConfig) -> dict:
     """Run every expectation; returns {'success', 'rows', 'results': [...]} (never raises on bad data)."""
+    if cfg.task == Task.causal_lm:  # prompt/response (or chat) rows: no label checks
+        from tuneline.instructions import validate_instruction_frame
+
+        return validate_instruction_frame(frame, cfg)
     data = cfg.data
     frame = frame.copy()
     columns_ok = all(c in frame.columns for c in (data.text_column, data.label_column))
     pair_ok = not data.text_pair_column or data.text_pair_column in frame.columns
     if columns_ok and pair_ok:
         frame["_input"] = input_key(frame, data)
+    regression = cfg.task == Task.regression
     if data.label_column in frame.columns:
         labels = frame[data.label_column]
         frame[data.label_column] = labels.where(labels.isna(), labels.astype(str))
+        if regression:
+            numbers = pd.to_numeric(frame[data.label_column].str.strip(), errors="coerce")
+            frame[NUMERIC_TARGET] = numbers.where(numbers.abs() != float("inf"))
     batch = _gx_batch(frame, "dataset")
     suite_results = batch.validate(_expectation_suite(_row_expectations(cfg, frame)), result_format="SUMMARY")
     results = [_summarise(r) for r in suite_results.results]
     if data.label_column in frame.columns:
-        results.append(_class_counts_check(frame, cfg))
+        results.append(_numeric_target_check(frame, cfg) if regression else _class_counts_check(frame, cfg))
     row_checks_ok = all(r["success"] for r in results)
     if cfg.validation.check_split_overlap and row_checks_ok and "_input" in frame.columns:
         train_rows, expectation = _overlap_expectation(frame, cfg)
@@ -173,12 +200,17 @@ def raise_if_failed(report: dict, report_uri: str) -> None:
         )
 
 
+def report_key(dataset: dict, cfg: FinetuneConfig) -> str:
+    """Where the report of this (dataset, data and validation settings) is stored, passed or failed."""
+    return f"validation/{content_key(dataset['fingerprint'], cfg.data, cfg.validation)}/report.json"
+
+
 def validate_dataset(storage: Storage, dataset: dict, cfg: FinetuneConfig) -> dict:
     """Validate a snapshot once per (dataset, data and validation settings); the report is stored.
 
     Raises ``ValidationFailed`` (deterministic: same data, same verdict) when any expectation fails.
     """
-    key = f"validation/{content_key(dataset['fingerprint'], cfg.data, cfg.validation)}/report.json"
+    key = report_key(dataset, cfg)
     reused = cfg.cache and storage.exists(key)
     report = storage.read_json(key) if reused else validate_frame(load_dataset_frame(storage, dataset), cfg)
     if not reused:

@@ -60,11 +60,27 @@ def interrupt_after_first_checkpoint(root: Path, sig: int, done: threading.Event
         time.sleep(0.05)
 
 
+@pytest.fixture(scope="module")
+def baseline(prefect_harness, tmp_path_factory):
+    """An uninterrupted run with the same seed, shared by the interrupted runs."""
+    import shutil
+
+    from flows.finetune import finetune
+    from tests.conftest import EXAMPLES
+
+    folder = tmp_path_factory.mktemp("baseline")
+    shutil.copy(EXAMPLES / "data" / "reviews.csv", folder / "reviews.csv")
+    summary = finetune(config=training_config(folder / "reviews.csv", folder / "store"))
+    return summary, next((folder / "store").glob("candidates/*/training.json"))
+
+
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["sigkill", "sigterm"])
-def test_interrupted_training_resumes_from_checkpoint(demo_csv, tmp_path, sig):
+def test_interrupted_training_resumes_from_checkpoint(demo_csv, tmp_path, sig, baseline):
+    import json
+
     from flows.finetune import finetune
 
-    baseline = finetune(config=training_config(demo_csv, tmp_path / "baseline"))
+    baseline_summary, baseline_record = baseline
 
     root = tmp_path / "interrupted"
     root.mkdir()
@@ -84,10 +100,8 @@ def test_interrupted_training_resumes_from_checkpoint(demo_csv, tmp_path, sig):
     assert record["global_step"] == record["max_steps"] == 36
     assert record["resumed_from_step"] != 9999, "a half-written checkpoint must never be loaded"
     assert not training_pids(), "no training process may outlive the task"
-    assert abs(summary["metrics"]["f1_macro"] - baseline["metrics"]["f1_macro"]) <= 0.05
-    assert abs(record["eval_loss"] - LocalStorage(tmp_path / "baseline").read_json(
-        f"{next((tmp_path / 'baseline').glob('candidates/*')).relative_to(tmp_path / 'baseline')}/training.json"
-    )["eval_loss"]) <= 0.05
+    assert abs(summary["metrics"]["f1_macro"] - baseline_summary["metrics"]["f1_macro"]) <= 0.05
+    assert abs(record["eval_loss"] - json.loads(baseline_record.read_text())["eval_loss"]) <= 0.05
 
 
 def test_validation_failure_is_attempted_once(tmp_path, storage_root):

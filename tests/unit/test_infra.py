@@ -1,0 +1,125 @@
+"""Static checks of deployments/ and infra/ (no services): what can be checked without a server or Docker.
+
+The server-side checks (templates and automation accepted, deployments run) are in
+tests/e2e/test_deployments.py.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tuneline.config import FinetuneConfig
+
+REPO = Path(__file__).resolve().parent.parent.parent
+INFRA = REPO / "infra"
+
+
+def template_defaults(template: dict) -> dict:
+    return {k: v["default"] for k, v in template["variables"]["properties"].items() if "default" in v}
+
+
+def render(pool_type: str, **values) -> dict:
+    """The job configuration a worker builds from the template and its variables' defaults."""
+    from prefect.utilities.templating import apply_values
+
+    template = json.loads((INFRA / "work-pools" / f"{pool_type}.json").read_text())
+    return apply_values(template["job_configuration"], {**template_defaults(template), **values})
+
+
+def test_process_template_pins_the_gpu():
+    from prefect.workers.process import ProcessJobConfiguration
+
+    config = ProcessJobConfiguration.model_validate(render("process"))
+    assert config.env["CUDA_VISIBLE_DEVICES"] == "0"
+
+
+def test_docker_template_requests_nvidia_gpus_and_shared_memory():
+    docker_types = pytest.importorskip("docker.types")
+    worker = pytest.importorskip("prefect_docker.worker", reason="pip install prefect-docker (the test extra)")
+
+    config = worker.DockerWorkerJobConfiguration.model_validate(render("docker", gpu_count=2))
+    kwargs = config.container_create_kwargs
+    assert kwargs["device_requests"] == [{"driver": "nvidia", "count": 2, "capabilities": [["gpu"]]}]
+    assert kwargs["shm_size"] == "16g"
+    # what docker-py sends to the daemon
+    host = docker_types.HostConfig(version="1.43", device_requests=kwargs["device_requests"], shm_size=kwargs["shm_size"])
+    assert host["DeviceRequests"][0]["Driver"] == "nvidia" and host["DeviceRequests"][0]["Count"] == 2
+    assert host["ShmSize"] == 16 * 1024**3
+
+
+def test_kubernetes_template_asks_for_gpus_on_gpu_nodes():
+    worker = pytest.importorskip("prefect_kubernetes.worker", reason="pip install prefect-kubernetes (the test extra)")
+
+    config = worker.KubernetesWorkerJobConfiguration.model_validate(render("kubernetes", gpu_count=4))
+    pod = config.job_manifest["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == 4
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod["tolerations"]
+    assert pod["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+    [shm] = [v for v in pod["volumes"] if v["name"] == "dshm"]
+    assert shm["emptyDir"]["medium"] == "Memory"
+    assert {"name": "dshm", "mountPath": "/dev/shm"} in container["volumeMounts"]
+
+
+def test_prefect_yaml_deployments():
+    spec = yaml.safe_load((REPO / "deployments" / "prefect.yaml").read_text())
+    deployments = {d["name"]: d for d in spec["deployments"]}
+    assert set(deployments) == {"finetune-on-demand", "retrain-nightly"}
+    for deployment in deployments.values():
+        assert deployment["entrypoint"] == "flows/finetune.py:finetune"
+        assert deployment["work_pool"]["name"] == "gpu" and deployment["enforce_parameter_schema"] is True
+        FinetuneConfig.model_validate(deployment["parameters"]["config"])  # the defaults are a valid config
+    on_demand = deployments["finetune-on-demand"]
+    assert not on_demand["schedules"]
+    assert (REPO / on_demand["parameters"]["config"]["data"]["source"]).is_file()  # runs from the repo root
+    [schedule] = deployments["retrain-nightly"]["schedules"]
+    assert schedule["cron"] == "0 2 * * *" and schedule["timezone"] == "Europe/Berlin"
+    assert spec["pull"] == [{"prefect.deployments.steps.set_working_directory": {"directory": "{{ $PWD }}"}}]
+
+
+def test_compose_file_has_the_stack():
+    compose = yaml.safe_load((INFRA / "compose.yaml").read_text())
+    services = compose["services"]
+    assert {"postgres", "prefect-server", "s3", "gpu-worker", "setup"} <= set(services)
+    assert "postgresql+asyncpg://" in services["prefect-server"]["environment"]["PREFECT_API_DATABASE_CONNECTION_URL"]
+    assert "seaweedfs" in services["s3"]["image"]
+    worker = services["gpu-worker"]
+    [device] = worker["deploy"]["resources"]["reservations"]["devices"]
+    assert device["driver"] == "nvidia" and device["capabilities"] == ["gpu"]
+    assert worker["shm_size"] and worker["environment"]["PREFECT_API_URL"] == "http://prefect-server:4200/api"
+    assert worker["command"][:4] == ["prefect", "worker", "start", "--pool"]
+    text = (INFRA / "compose.yaml").read_text()
+    for secret in ("POSTGRES_PASSWORD", "S3_SECRET_KEY"):  # from infra/.env, never written in the file
+        assert re.search(rf"{secret}: \$\{{{secret}", text)
+    for name, service in services.items():  # every pulled image pinned to a release
+        if service.get("image") and service["image"] != "tuneline-worker:latest":  # that one is built here
+            assert re.search(r":\d", service["image"]), f"{name}: pin {service['image']} to a release"
+
+
+def test_dockerfile_basics():
+    lines = [line.strip() for line in (INFRA / "Dockerfile").read_text().splitlines()]
+    instructions = [line for line in lines if line and not line.startswith("#")]
+    base = next(line for line in instructions if line.startswith("FROM "))
+    assert re.match(r"FROM nvidia/cuda:\d+\.\d+\.\d+-\S+$", base), "a pinned CUDA base image"
+    assert any(line.startswith("USER ") and "root" not in line for line in instructions), "runs as a non-root user"
+    for line in instructions:
+        if line.startswith("COPY "):
+            for source in line.split()[1:-1]:
+                assert (REPO / source).exists(), f"{line}: {source} is not in the repo"
+    cmd = next(line for line in instructions if line.startswith("CMD "))
+    assert json.loads(cmd[4:])[:3] == ["prefect", "worker", "start"]
+    assert not any("latest" in line for line in instructions if line.startswith("FROM "))
+
+
+def test_automation_file():
+    from prefect.events.schemas.automations import AutomationCore
+
+    spec = yaml.safe_load((INFRA / "automations" / "notify-on-failure.yaml").read_text())
+    spec["actions"][0]["block_document_id"] = "00000000-0000-0000-0000-000000000000"
+    automation = AutomationCore.model_validate(spec)
+    assert set(automation.trigger.expect) == {"prefect.flow-run.Failed", "prefect.flow-run.Crashed"}
