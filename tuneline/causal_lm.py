@@ -20,13 +20,12 @@ from __future__ import annotations
 
 import math
 import tempfile
-import time
 from pathlib import Path
 
 from tuneline.base_models import EMBEDDED_GGUF, resolve_base_model
 from tuneline.config import FinetuneConfig, TrainingMethod, lower_is_better
 from tuneline.errors import DataError
-from tuneline.fingerprints import content_key, files_fingerprint, folder_files, folder_fingerprint
+from tuneline.fingerprints import content_key, folder_fingerprint
 from tuneline.instructions import IGNORE_INDEX
 from tuneline.preprocess import load_split
 from tuneline.storage import Storage
@@ -91,89 +90,49 @@ def masked_batches(tokenizer):
     return DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=IGNORE_INDEX)
 
 
-def fine_tune_causal_lm(spec: dict) -> dict:
-    """The child's work for causal_lm: train (or resume), save adapter (or full model), record training.json."""
-    import torch
-    from transformers import AutoTokenizer, Trainer, set_seed
+def causal_lm_setup(cfg: FinetuneConfig, prepared: dict, storage: Storage, store, plan: dict, precision: str,
+                    callbacks: list):
+    """The causal-LM part of the shared training loop (``tuneline.training.fine_tune``)."""
+    from transformers import AutoTokenizer, Trainer
 
-    from tuneline.checkpoints import CheckpointStore, checkpoint_callback, step_of
-    from tuneline.config import parse_config
-    from tuneline.storage import open_storage
-    from tuneline.training import (batch_plan, halve_batch, progress_callback, resolve_precision,
-                                   training_arguments)
+    from tuneline.training import TrainerSetup, training_arguments
 
-    cfg, prepared, prefix = parse_config(spec["config"]), spec["prepared"], spec["prefix"]
-    storage = open_storage(spec["storage_root"])
-    store = CheckpointStore(storage, prefix, Path(spec["scratch"]))
-    store.discard_incomplete()
-    resume = store.newest_complete()
-    plan = batch_plan(storage, prefix, cfg)
     base = resolve_base_model(cfg.model.base)
-    precision = resolve_precision(cfg.training.precision)
-    set_seed(cfg.training.seed)
     tokenizer = AutoTokenizer.from_pretrained(base, use_fast=True)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    model = build_trainable(cfg, base)
     train_set = load_split(storage, prepared, "train").select_columns(MODEL_COLUMNS)
     eval_set = load_split(storage, prepared, "validation")
     eval_set = eval_set.select_columns(MODEL_COLUMNS) if eval_set is not None else None
-    checkpointing = checkpoint_callback(store, cfg.training.checkpoint_every_minutes)
     trainer = Trainer(
-        model=model,
+        model=build_trainable(cfg, base),
         args=training_arguments(cfg, store.local, precision, eval_set is not None, plan["batch_size"],
                                 plan["gradient_accumulation"]),
         train_dataset=train_set,
         eval_dataset=eval_set,
         data_collator=masked_batches(tokenizer),
         processing_class=tokenizer,
-        callbacks=[checkpointing, progress_callback()],
+        callbacks=callbacks,
     )
-    if resume:
-        print(f"resuming from {resume.name}", flush=True)
-    started = time.perf_counter()
-    try:
-        output = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
-    except torch.OutOfMemoryError:
-        storage.write_json(f"{prefix}/oom-adjustment.json", halve_batch(plan))
-        raise
-    if checkpointing.preempted:
-        return {"preempted": True}
-    eval_loss = None
-    if eval_set is not None:  # the validation score a sweep ranks trials by, at the final weights
-        evals = [h for h in trainer.state.log_history if "eval_loss" in h]
-        last = evals[-1] if evals and evals[-1].get("step") == output.global_step else trainer.evaluate()
-        eval_loss = last["eval_loss"]
-    with tempfile.TemporaryDirectory() as tmp:
-        model_dir = Path(tmp) / "model"
-        trainer.model.save_pretrained(model_dir)  # adapter only for a PeftModel; safetensors, no pickles
-        tokenizer.save_pretrained(model_dir)
-        fingerprint = files_fingerprint(folder_files(model_dir))
-        storage.put_dir(model_dir, f"{prefix}/model")
-    result = {
-        "key": prefix,
-        "model_uri": storage.uri(f"{prefix}/model"),
-        "model_fingerprint": fingerprint,
-        "method": cfg.model.method.value,
-        "adapter": cfg.model.method == TrainingMethod.lora,
-        "precision": precision,
-        "device": str(trainer.args.device),
-        "global_step": output.global_step,
-        "max_steps": trainer.state.max_steps,
-        "resumed_from_step": step_of(resume.name) if resume else 0,
-        "batch_size": plan["batch_size"],
-        "gradient_accumulation": plan["gradient_accumulation"],
-        "oom_retries": plan["oom_retries"],
-        "train_loss": output.training_loss,
-        "train_seconds": round(time.perf_counter() - started, 2),
-        "samples_per_second": output.metrics.get("train_samples_per_second"),
-        "eval_loss": eval_loss,
-        "validation_metrics": ({"loss": eval_loss, "perplexity": safe_exp(eval_loss)}
-                               if eval_loss is not None else None),
-    }
-    storage.write_json(f"{prefix}/training.json", result)
-    store.clear()
-    return result
+
+    def save_folder(folder: Path) -> None:
+        trainer.model.save_pretrained(folder)  # adapter only for a PeftModel; safetensors, no pickles
+        tokenizer.save_pretrained(folder)
+
+    def extra_result(output) -> dict:
+        eval_loss = None
+        if eval_set is not None:  # the validation score a sweep ranks trials by, at the final weights
+            evals = [h for h in trainer.state.log_history if "eval_loss" in h]
+            last = evals[-1] if evals and evals[-1].get("step") == output.global_step else trainer.evaluate()
+            eval_loss = last["eval_loss"]
+        return {
+            "adapter": cfg.model.method == TrainingMethod.lora,
+            "eval_loss": eval_loss,
+            "validation_metrics": ({"loss": eval_loss, "perplexity": safe_exp(eval_loss)}
+                                   if eval_loss is not None else None),
+        }
+
+    return TrainerSetup(trainer, save_folder, extra_result)
 
 
 def safe_exp(loss: float) -> float:

@@ -156,6 +156,8 @@ def checkpoint_callback(store: CheckpointStore, every_minutes: float | None):
             return control
 
         def on_save(self, args, state, control, **kwargs):
+            if not state.is_world_process_zero:  # under torchrun, rank 0 publishes
+                return
             store.mark_complete(state.global_step)
             self.last_save = time.monotonic()
             print(f"checkpoint saved at step {state.global_step}/{state.max_steps}", flush=True)

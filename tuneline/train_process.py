@@ -8,6 +8,7 @@ to a retry decision. Writes ``error.txt`` beside the spec on failure.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import traceback
 from pathlib import Path
@@ -18,22 +19,28 @@ from tuneline.training import EXIT_INPUT_ERROR, EXIT_OUT_OF_MEMORY, EXIT_PREEMPT
 
 def main(spec_path: str) -> int:
     spec_file = Path(spec_path)
-    error = spec_file.with_name("error.txt")
+    rank = os.environ.get("RANK", "0")
+    error = spec_file.with_name("error.txt" if rank == "0" else f"error-rank{rank}.txt")
+    kind = spec_file.with_name("exit-kind")  # read by the parent when torchrun reduces every failure to 1
     try:
         result = fine_tune(json.loads(spec_file.read_text()))
     except TunelineError as err:
         error.write_text(str(err))
+        kind.write_text("input")
         return EXIT_INPUT_ERROR
     except Exception as err:
         import torch
 
         error.write_text(f"{type(err).__name__}: {err}")
         if isinstance(err, torch.OutOfMemoryError):
+            kind.write_text("oom")
             return EXIT_OUT_OF_MEMORY
         traceback.print_exc()
         return 1
-    return EXIT_PREEMPTED if result.get("preempted") else 0
-
+    if result.get("preempted"):
+        kind.write_text("preempted")
+        return EXIT_PREEMPTED
+    return 0
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1]))

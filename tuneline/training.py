@@ -17,17 +17,18 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from tuneline.base_models import resolve_base_model
 from tuneline.checkpoints import CheckpointStore, checkpoint_callback, step_of
 from tuneline.config import FinetuneConfig, Precision, lower_is_better, parse_config
 from tuneline.errors import ConfigError, TunelineError
 from tuneline.fingerprints import content_key, files_fingerprint, folder_files
+from tuneline.gpu_launch import training_command
 from tuneline.launcher import RateLimitedLog, run_process
 from tuneline.model_setup import build_model, class_weight_loss, portable_base_name
 from tuneline.preprocess import load_split
@@ -37,6 +38,7 @@ TRAIN_VERSION = 1
 EXIT_INPUT_ERROR = 2  # deterministic: bad config or data; retrying cannot help
 EXIT_OUT_OF_MEMORY = 75  # CUDA OOM; the next attempt halves the per-device batch
 EXIT_PREEMPTED = 143  # SIGTERM: a checkpoint was written before exiting
+EXIT_KINDS = {"input": EXIT_INPUT_ERROR, "oom": EXIT_OUT_OF_MEMORY, "preempted": EXIT_PREEMPTED}
 PROGRESS_PREFIX = "PROGRESS "  # a child's stdout line carrying JSON progress for the parent
 
 
@@ -104,12 +106,13 @@ def train_candidate(storage: Storage, prepared: dict, cfg: FinetuneConfig, log_l
             "prefix": prefix, "scratch": str(scratch)}
     (scratch / "spec.json").write_text(json.dumps(spec))
     timeout = cfg.training.timeout_minutes * 60 if cfg.training.timeout_minutes else None
-    code, timed_out = run_process([sys.executable, "-m", "tuneline.train_process", str(scratch / "spec.json")],
+    code, timed_out = run_process(training_command(scratch / "spec.json"),
                                   progress_lines(log_line, on_progress), scratch / "train.log", timeout_s=timeout,
                                   env={**os.environ, "PYTHONUNBUFFERED": "1"},
                                   on_start=lambda pid: (scratch / "pid").write_text(str(pid)))
-    error = scratch / "error.txt"
+    error, kind = scratch / "error.txt", scratch / "exit-kind"
     message = error.read_text() if error.exists() else ""
+    code = EXIT_KINDS.get(kind.read_text().strip(), code) if code and kind.exists() else code  # torchrun says 1
     if code == 0:
         storage.put_file(scratch / "train.log", f"{prefix}/train.log")
         shutil.rmtree(scratch, ignore_errors=True)
@@ -187,6 +190,8 @@ def progress_callback():
 
     class Progress(TrainerCallback):
         def on_log(self, args, state, control, logs=None, **kwargs):
+            if not state.is_world_process_zero:
+                return
             report = {"step": state.global_step, "max_steps": state.max_steps, "epoch": state.epoch,
                       "loss": (logs or {}).get("loss"), "eval_loss": (logs or {}).get("eval_loss")}
             print(PROGRESS_PREFIX + json.dumps(report), flush=True)
@@ -257,34 +262,97 @@ def save_model_folder(model, tokenizer, model_dir: Path, cfg: FinetuneConfig) ->
     tokenizer.save_pretrained(model_dir)
 
 
-def fine_tune(spec: dict) -> dict:
-    """The child's work: full fine-tune from the base model (or resume), then save and record the model."""
-    if spec["config"].get("task") == "causal_lm":  # instruction tuning of a decoder
-        from tuneline.causal_lm import fine_tune_causal_lm
+@dataclass
+class TrainerSetup:
+    """What a task contributes to the shared training loop in ``fine_tune``."""
 
-        return fine_tune_causal_lm(spec)
+    trainer: Any
+    save_folder: Callable[[Path], None]  # writes the model folder (safetensors only) to the given path
+    extra_result: Callable[[Any], dict]  # the task's own training.json fields, given Trainer.train's output
+
+
+def is_main_process() -> bool:
+    """Rank 0 under torchrun (one process per GPU), or the only process: the one that writes results."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def fine_tune(spec: dict) -> dict:
+    """The child's work: train from the base model (or resume), then save and record the model (rank 0)."""
     import torch
-    from transformers import AutoTokenizer, DataCollatorWithPadding, Trainer, set_seed
+    from transformers import set_seed
 
     cfg, prepared, prefix = parse_config(spec["config"]), spec["prepared"], spec["prefix"]
     storage = open_storage(spec["storage_root"])
     store = CheckpointStore(storage, prefix, Path(spec["scratch"]))
-    store.discard_incomplete()
+    if is_main_process():
+        store.discard_incomplete()
     resume = store.newest_complete()
     plan = batch_plan(storage, prefix, cfg)
-    base, labels = resolve_base_model(cfg.model.base), prepared["labels"]
     precision = resolve_precision(cfg.training.precision)
     set_seed(cfg.training.seed)
+    checkpointing = checkpoint_callback(store, cfg.training.checkpoint_every_minutes)
+    if cfg.task.value == "causal_lm":  # instruction tuning of a decoder
+        from tuneline.causal_lm import causal_lm_setup as task_setup
+    else:
+        task_setup = encoder_setup
+    setup = task_setup(cfg, prepared, storage, store, plan, precision, [checkpointing, progress_callback()])
+    if resume:
+        print(f"resuming from {resume.name}", flush=True)
+    started = time.perf_counter()
+    try:
+        output = setup.trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    except torch.OutOfMemoryError:
+        if is_main_process():
+            storage.write_json(f"{prefix}/oom-adjustment.json", halve_batch(plan))
+        raise
+    if checkpointing.preempted:
+        return {"preempted": True}
+    if not is_main_process():
+        return {"rank": int(os.environ["RANK"])}
+    with tempfile.TemporaryDirectory() as tmp:
+        model_dir = Path(tmp) / "model"
+        setup.save_folder(model_dir)
+        fingerprint = files_fingerprint(folder_files(model_dir))
+        storage.put_dir(model_dir, f"{prefix}/model")
+    trainer = setup.trainer
+    result = {
+        "key": prefix,
+        "model_uri": storage.uri(f"{prefix}/model"),
+        "model_fingerprint": fingerprint,
+        "method": cfg.model.method.value,
+        "precision": precision,
+        "device": str(trainer.args.device),
+        "processes": trainer.args.world_size,
+        "global_step": output.global_step,
+        "max_steps": trainer.state.max_steps,
+        "resumed_from_step": step_of(resume.name) if resume else 0,
+        "batch_size": plan["batch_size"],
+        "gradient_accumulation": plan["gradient_accumulation"],
+        "oom_retries": plan["oom_retries"],
+        "train_loss": output.training_loss,
+        "train_seconds": round(time.perf_counter() - started, 2),
+        "samples_per_second": output.metrics.get("train_samples_per_second"),
+        **setup.extra_result(output),
+    }
+    storage.write_json(f"{prefix}/training.json", result)
+    store.clear()  # the model is stored; its checkpoints are no longer needed
+    return result
+
+
+def encoder_setup(cfg: FinetuneConfig, prepared: dict, storage: Storage, store: CheckpointStore, plan: dict,
+                  precision: str, callbacks: list) -> TrainerSetup:
+    """Sequence classification or regression on an encoder: full, freeze or lora (``tuneline.model_setup``)."""
+    from transformers import AutoTokenizer, DataCollatorWithPadding, Trainer
+
+    base, labels = resolve_base_model(cfg.model.base), prepared["labels"]
     tokenizer = AutoTokenizer.from_pretrained(base, use_fast=True)
     model, trainable = build_model(cfg, base, prepared)
     train_set, eval_set = load_split(storage, prepared, "train"), load_split(storage, prepared, "validation")
     if cfg.training.early_stopping_patience and eval_set is None:
         raise TrainingInputError("training.early_stopping_patience needs a validation split; it is empty "
                                  "(raise data.validation_fraction or add rows with split 'validation')")
-    checkpointing = checkpoint_callback(store, cfg.training.checkpoint_every_minutes)
-    callbacks = [checkpointing, progress_callback()]
     if cfg.training.early_stopping_patience:
-        callbacks.append(early_stopping_callback(cfg.training.early_stopping_patience))
+        callbacks = [*callbacks, early_stopping_callback(cfg.training.early_stopping_patience)]
     trainer = Trainer(
         model=model,
         args=training_arguments(cfg, store.local, precision, eval_set is not None, plan["batch_size"],
@@ -299,46 +367,18 @@ def fine_tune(spec: dict) -> dict:
     )
     if trainer.compute_loss_func is not None:
         trainer.loss_is_scaled_for_ga = False  # the class-weighted loss is a per-batch mean
-    if resume:
-        print(f"resuming from {resume.name}", flush=True)
-    started = time.perf_counter()
-    try:
-        output = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
-    except torch.OutOfMemoryError:
-        storage.write_json(f"{prefix}/oom-adjustment.json", halve_batch(plan))
-        raise
-    if checkpointing.preempted:
-        return {"preempted": True}
-    with tempfile.TemporaryDirectory() as tmp:
-        model_dir = Path(tmp) / "model"
-        # save_pretrained, not Trainer.save_model: the latter adds training_args.bin, a pickle.
-        save_model_folder(trainer.model, tokenizer, model_dir, cfg)
-        fingerprint = files_fingerprint(folder_files(model_dir))
-        storage.put_dir(model_dir, f"{prefix}/model")
-    evals = [h for h in trainer.state.log_history if "eval_loss" in h]
-    result = {
-        "key": prefix,
-        "model_uri": storage.uri(f"{prefix}/model"),
-        "model_fingerprint": fingerprint,
-        "precision": precision,
-        "device": str(trainer.args.device),
-        "global_step": output.global_step,
-        "max_steps": trainer.state.max_steps,
-        "resumed_from_step": step_of(resume.name) if resume else 0,
-        "batch_size": plan["batch_size"],
-        "gradient_accumulation": plan["gradient_accumulation"],
-        "oom_retries": plan["oom_retries"],
-        "train_loss": output.training_loss,
-        "train_seconds": round(time.perf_counter() - started, 2),
-        "samples_per_second": output.metrics.get("train_samples_per_second"),
-        "eval_loss": evals[-1]["eval_loss"] if evals else None,
-        "method": cfg.model.method.value,
-        "trainable_parameters": trainable,
-        "stopped_early": output.global_step < trainer.state.max_steps,
-        "best_metric": trainer.state.best_metric,
-        "best_checkpoint": Path(trainer.state.best_model_checkpoint).name if trainer.state.best_model_checkpoint
-        else None,
-    }
-    storage.write_json(f"{prefix}/training.json", result)
-    store.clear()  # the model is stored; its checkpoints are no longer needed
-    return result
+
+    def extra_result(output) -> dict:
+        evals = [h for h in trainer.state.log_history if "eval_loss" in h]
+        best = trainer.state.best_model_checkpoint
+        return {
+            "eval_loss": evals[-1]["eval_loss"] if evals else None,
+            "trainable_parameters": trainable,
+            "stopped_early": output.global_step < trainer.state.max_steps,
+            "best_metric": trainer.state.best_metric,
+            "best_checkpoint": Path(best).name if best else None,
+        }
+
+    # save_pretrained, not Trainer.save_model: the latter adds training_args.bin, a pickle.
+    return TrainerSetup(trainer, lambda folder: save_model_folder(trainer.model, tokenizer, folder, cfg),
+                        extra_result)

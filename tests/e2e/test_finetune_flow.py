@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from tests.conftest import EXAMPLES, REPO, make_config
+from tests.conftest import EXAMPLES, make_config
 from tuneline.config import parse_config
 from tuneline.errors import GateFailed
 from tuneline.fingerprints import sha256_file
