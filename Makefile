@@ -10,7 +10,7 @@ export TRANSFORMERS_OFFLINE := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export GX_ANALYTICS_ENABLED := false
 
-.PHONY: install demo test test-fast clean
+.PHONY: install demo test test-serial test-fast clean
 
 install: $(STAMP)
 
@@ -27,7 +27,12 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/tuneline run examples/demo.yaml
 
+# Two pytest workers, one torch thread each: process start-ups, server waits and
+# training overlap instead of oversubscribing the cores. `make test-serial` for one.
 test: $(STAMP)
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n 2 --dist loadfile tests
+
+test-serial: $(STAMP)
 	$(PY) -m pytest -q tests
 
 test-fast: $(STAMP)
