@@ -36,6 +36,9 @@ def test_both_deployments_on_the_gpu_pool(client):
         assert deployment.pull_steps == [
             {"prefect.deployments.steps.set_working_directory": {"directory": str(REPO)}}]
     assert on_demand.schedules == []
+    sweep = client.read_deployment_by_name("sweep/sweep-on-demand")
+    assert (sweep.work_pool_name, sweep.entrypoint, sweep.schedules) == ("gpu", "flows/sweep.py:sweep", [])
+    assert sweep.parameters["grid"] == {"training.learning_rate": [5e-5, 1e-4]}
     assert on_demand.parameters["config"]["data"]["source"] == "examples/data/reviews.csv"
     [schedule] = scheduled.schedules
     assert (schedule.schedule.cron, schedule.schedule.timezone, schedule.active) == ("0 2 * * *", "Europe/Berlin", True)
