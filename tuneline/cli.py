@@ -75,19 +75,24 @@ def command_run(args) -> int:
     config = load_config(args.config, args.overrides)
     from flows.finetune import finetune
 
-    quiet_console_tracebacks()
+    summary = run_reported(lambda: finetune(config=config), args)
+    if not args.json:
+        print_summary(summary)
+    return 0
 
+
+def run_reported(run_flow, args) -> dict:
+    """Run a flow with a quiet console; with --json print its summary last, also for a failed gate."""
+    quiet_console_tracebacks()
     try:
-        summary = finetune(config=config)
+        summary = run_flow()
     except GateFailed as failure:
         if args.json and failure.summary:
             print(json.dumps(failure.summary))
         raise
     if args.json:
         print(json.dumps(summary))
-    else:
-        print_summary(summary)
-    return 0
+    return summary
 
 
 def print_summary(summary: dict) -> None:
@@ -114,15 +119,8 @@ def command_sweep(args) -> int:
         raise ConfigError("--max-concurrent: must be at least 1")
     from flows.sweep import sweep
 
-    quiet_console_tracebacks()
-    try:
-        summary = sweep(config=config, grid=grid, max_concurrent=args.max_concurrent)
-    except GateFailed as failure:
-        if args.json and failure.summary:
-            print(json.dumps(failure.summary))
-        raise
+    summary = run_reported(lambda: sweep(config=config, grid=grid, max_concurrent=args.max_concurrent), args)
     if args.json:
-        print(json.dumps(summary))
         return 0
     sweep_info = summary["sweep"]
     print(f"trials   ({sweep_info['validation_metric']} on the validation split, "

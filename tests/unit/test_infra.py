@@ -69,11 +69,17 @@ def test_kubernetes_template_asks_for_gpus_on_gpu_nodes():
 def test_prefect_yaml_deployments():
     spec = yaml.safe_load((REPO / "deployments" / "prefect.yaml").read_text())
     deployments = {d["name"]: d for d in spec["deployments"]}
-    assert set(deployments) == {"finetune-on-demand", "retrain-nightly"}
+    assert set(deployments) == {"finetune-on-demand", "retrain-nightly", "sweep-on-demand"}
     for deployment in deployments.values():
-        assert deployment["entrypoint"] == "flows/finetune.py:finetune"
         assert deployment["work_pool"]["name"] == "gpu" and deployment["enforce_parameter_schema"] is True
         FinetuneConfig.model_validate(deployment["parameters"]["config"])  # the defaults are a valid config
+    assert {deployments[d]["entrypoint"] for d in ("finetune-on-demand", "retrain-nightly")} == {
+        "flows/finetune.py:finetune"}
+    sweep = deployments["sweep-on-demand"]
+    assert sweep["entrypoint"] == "flows/sweep.py:sweep" and not sweep["schedules"]
+    from tuneline.sweep import expand_grid
+
+    assert len(expand_grid(sweep["parameters"]["grid"])) == 2
     on_demand = deployments["finetune-on-demand"]
     assert not on_demand["schedules"]
     assert (REPO / on_demand["parameters"]["config"]["data"]["source"]).is_file()  # runs from the repo root
