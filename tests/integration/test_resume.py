@@ -32,13 +32,15 @@ def training_config(csv, root):
 
 
 def training_pids() -> list[int]:
+    """This test process's own training children (other pytest workers train at the same time)."""
     pids = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
-                if b"tuneline.train_process" in (entry / "cmdline").read_bytes():
+                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                if parent == os.getpid() and b"tuneline.train_process" in (entry / "cmdline").read_bytes():
                     pids.append(int(entry.name))
-            except OSError:
+            except (OSError, ValueError, IndexError):
                 continue
     return pids
 
