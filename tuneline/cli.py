@@ -165,7 +165,7 @@ def command_models(args) -> int:
             raise TunelineError(f"model name {args.name!r}: use lowercase letters, digits, '.', '_' or '-'")
         manifest = registry.register(args.name, Path(args.folder).expanduser().resolve(), {
             "source": "push", "pushed_from": str(Path(args.folder).resolve()), "code_version": code_version(),
-        })
+        }, idempotent=False)  # an explicit push is always a new version
         print(f"{args.name}:{manifest['version']}\t{manifest['uri']}")
         if args.alias:
             registry.promote(args.name, manifest["version"], args.alias, by="tuneline models push")

@@ -15,6 +15,7 @@ import os
 import re
 import shutil
 import tempfile
+import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -123,35 +124,38 @@ class Registry:
         return None
 
     # -- writing -----------------------------------------------------------
-    def _claim(self, name: str, model_fingerprint: str) -> int:
-        """Claim the next free number; reuse our own claim left by a crashed attempt."""
+    def _claim(self, name: str, identity: str, model_fingerprint: str) -> int:
+        """Claim the next free number; reuse a claim of the same ``identity`` left by a crashed attempt."""
         prefix = f"registry/{name}/versions"
         taken = [int(c) for c in self.storage.list_children(prefix) if c.isdigit()]
         for version in taken:
             claim_key = f"{version_dir(name, version)}/claim.json"
             if (not self.storage.exists(f"{version_dir(name, version)}/manifest.json")
                     and self.storage.exists(claim_key)
-                    and self.storage.read_json(claim_key).get("model_fingerprint") == model_fingerprint):
+                    and self.storage.read_json(claim_key).get("identity") == identity):
                 return version
         version = max(taken, default=0) + 1
-        claim = {"model_fingerprint": model_fingerprint, "claimed_at": now_iso(), "pid": os.getpid()}
+        claim = {"identity": identity, "model_fingerprint": model_fingerprint, "claimed_at": now_iso(),
+                 "pid": os.getpid()}
         while not self.storage.create_exclusive(f"{version_dir(name, version)}/claim.json",
                                                 json.dumps(claim).encode()):
             version += 1
         return version
 
-    def register(self, name: str, model_dir: Path, manifest_fields: dict) -> dict:
+    def register(self, name: str, model_dir: Path, manifest_fields: dict, idempotent: bool = True) -> dict:
         """Upload a model folder as a new immutable version; the manifest goes last.
 
-        Registering identical files again returns the existing version instead of a copy.
+        ``idempotent`` (the pipeline): identical files return the existing version, and a retry
+        after a crash completes the number its first attempt claimed. Otherwise (``models push``)
+        every call is a new version, even of the same files.
         """
         check_model_folder(model_dir)
         files = folder_files(model_dir)
         fingerprint = files_fingerprint(files)
-        existing = self.find_version(name, fingerprint)
+        existing = self.find_version(name, fingerprint) if idempotent else None
         if existing is not None:
             return {**self.manifest(name, existing), "existing": True}
-        version = self._claim(name, fingerprint)
+        version = self._claim(name, fingerprint if idempotent else uuid.uuid4().hex, fingerprint)
         prefix = version_dir(name, version)
         self.storage.put_dir(model_dir, f"{prefix}/model")  # concurrent on S3
         manifest = {

@@ -139,3 +139,9 @@ def test_champion_challenger_gate_on_s3(demo_csv, s3_root):
     assert manifest["champion_metrics"]["f1_macro"] == strong["metrics"]["f1_macro"]
     assert manifest["metrics"]["f1_macro"] == weaker["metrics"]["f1_macro"]
     assert manifest["uri"].startswith(s3_root)
+    import os
+
+    secret = os.environ["AWS_SECRET_ACCESS_KEY"]
+    for version in (1, 2, 3):
+        assert secret not in json.dumps(registry.manifest("test-model", version)), "a manifest holds the secret"
+    assert all(secret not in json.dumps(s) for s in (weak, strong, weaker)), "a run summary holds the secret"

@@ -122,3 +122,20 @@ def test_push_registers_a_folder_and_refuses_pickles(any_storage, tiny_classifie
 
     promoted = cli("models", "promote", "external:1", "production", env=env)
     assert promoted.returncode == 0 and Registry(any_storage).aliases("external") == {"staging": 1, "production": 1}
+
+
+def test_eight_concurrent_pushes_of_one_folder_give_eight_complete_versions(any_storage, tiny_classifier, tmp_path):
+    """Each `models push` is its own version, even of identical files, and none is left half-written."""
+    import os
+
+    env = {**os.environ, "TUNELINE_STORAGE": any_storage.root_uri}
+    pushes = [subprocess.Popen([sys.executable, "-m", "tuneline.cli", "models", "push", str(tiny_classifier), "fleet"],
+                               env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(8)]
+    outputs = [p.communicate(timeout=300) for p in pushes]
+    assert all(p.returncode == 0 for p in pushes), [err for _, err in outputs]
+    registry = Registry(any_storage)
+    assert registry.versions("fleet") == list(range(1, 9))
+    reported = sorted(int(out.split("\t")[0].split(":")[1]) for out, _ in outputs)
+    assert reported == list(range(1, 9)), "every push reports its own number"
+    pulled = registry.pull("fleet:8", tmp_path / "eighth")
+    assert sorted(p.name for p in pulled.iterdir()) == sorted(p.name for p in tiny_classifier.iterdir())

@@ -53,7 +53,7 @@ def simulate_crashed_register(storage: LocalStorage, name: str, version: int, mo
     """What a register that died mid-upload leaves: the claim and part of the files, no manifest."""
     fingerprint = files_fingerprint(folder_files(model))
     prefix = version_dir(name, version)
-    assert storage.create_exclusive(f"{prefix}/claim.json", json.dumps({"model_fingerprint": fingerprint}).encode())
+    assert storage.create_exclusive(f"{prefix}/claim.json", json.dumps({"identity": fingerprint, "model_fingerprint": fingerprint}).encode())
     storage.put_file(model / "config.json", f"{prefix}/model/config.json")
 
 
