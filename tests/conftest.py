@@ -124,9 +124,3 @@ def s3_private_server(tmp_path, monkeypatch):
     point_aws_env_at(server, monkeypatch, tmp_path / "cache")
     yield server
     server.stop(hard=True)
-
-
-def pytest_collection_modifyitems(config, items):
-    """Longest first: the real-data trainings start at once, and with two xdist workers the
-    rest of the suite runs beside them instead of after them."""
-    items.sort(key=lambda item: 0 if item.get_closest_marker("realdata") else 1)
