@@ -27,7 +27,7 @@ from tuneline.config import FinetuneConfig, TrainingMethod, lower_is_better
 from tuneline.errors import DataError
 from tuneline.fingerprints import content_key, folder_fingerprint
 from tuneline.instructions import IGNORE_INDEX
-from tuneline.preprocess import load_split
+from tuneline.preprocess import load_split, load_test_split
 from tuneline.storage import Storage
 
 LLAMA_ATTENTION = ["q_proj", "k_proj", "v_proj", "o_proj"]  # Llama-style decoders (SmolLM2)
@@ -189,9 +189,7 @@ def score_causal_lm(storage: Storage, model_dir: Path, model_fingerprint: str, p
     key = f"evaluations/{content_key(model_fingerprint, prepared['key'], settings, EVAL_VERSION)}/metrics.json"
     if reuse and storage.exists(key):
         return storage.read_json(key), True
-    test_set = load_split(storage, prepared, "test")
-    if test_set is None:
-        raise DataError("the test split is empty: raise data.test_fraction or add rows with split 'test'")
+    test_set = load_test_split(storage, prepared)
     tokenizer = AutoTokenizer.from_pretrained(base, use_fast=True)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token

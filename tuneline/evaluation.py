@@ -10,11 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from tuneline.config import FinetuneConfig, lower_is_better
-from tuneline.errors import DataError
 from tuneline.fingerprints import content_key
 from tuneline.loading import load_model_folder
 from tuneline.metrics import classification_metrics, headline, regression_metrics
-from tuneline.preprocess import load_split
+from tuneline.preprocess import load_test_split
 from tuneline.registry import Registry, version_dir
 from tuneline.storage import Storage
 from tuneline.targets import CONFIG_KEY, unscale
@@ -108,9 +107,7 @@ def score_model(storage: Storage, model_prefix: str, model_fingerprint: str, pre
     key = f"evaluations/{content_key(model_fingerprint, prepared['key'])}/metrics.json"
     if reuse and storage.exists(key):
         return storage.read_json(key), True
-    test_set = load_split(storage, prepared, "test")
-    if test_set is None:
-        raise DataError("the test split is empty: raise data.test_fraction or add rows with split 'test'")
+    test_set = load_test_split(storage, prepared)
     predicted = predict(storage.local_dir(model_prefix), test_set)
     if prepared.get("task") == "regression":  # both sides in the target's original units
         metrics = regression_metrics(unscale(test_set["labels"], prepared.get("target_scaling")), predicted)

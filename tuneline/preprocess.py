@@ -102,3 +102,13 @@ def load_split(storage: Storage, prepared: dict, split: str):
     if not prepared["counts"].get(split):
         return None
     return load_from_disk(str(storage.local_dir(f"{prepared['key']}/{split}")))
+
+
+def load_test_split(storage: Storage, prepared: dict):
+    """The tokenized test split; a clear error when it is empty (nothing to evaluate on)."""
+    from tuneline.errors import DataError
+
+    test_set = load_split(storage, prepared, "test")
+    if test_set is None:
+        raise DataError("the test split is empty: raise data.test_fraction or add rows with split 'test'")
+    return test_set
