@@ -41,11 +41,6 @@ def predict(model_dir: Path, dataset, batch_size: int = 64) -> list:
     return predictions
 
 
-def predict_label_ids(model_dir: Path, dataset, batch_size: int = 64) -> list[int]:
-    """Arg-max class ids for every row of a tokenized dataset."""
-    return predict(model_dir, dataset, batch_size)
-
-
 def find_champion(storage: Storage, cfg: FinetuneConfig) -> dict | None:
     """The version at ``evaluation.champion_alias`` (labels, model fingerprint), or None."""
     registry = Registry(storage)

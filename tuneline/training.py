@@ -371,8 +371,12 @@ def encoder_setup(cfg: FinetuneConfig, prepared: dict, storage: Storage, store: 
     def extra_result(output) -> dict:
         evals = [h for h in trainer.state.log_history if "eval_loss" in h]
         best = trainer.state.best_model_checkpoint
+        metric = cfg.evaluation.metric.value
         return {
             "eval_loss": evals[-1]["eval_loss"] if evals else None,
+            # the validation curve, across resumes (the history travels in the checkpoint's trainer_state)
+            "evaluations": [{"step": h["step"], "loss": h["eval_loss"], metric: h.get(f"eval_{metric}")}
+                            for h in evals],
             "trainable_parameters": trainable,
             "stopped_early": output.global_step < trainer.state.max_steps,
             "best_metric": trainer.state.best_metric,

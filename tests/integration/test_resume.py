@@ -8,6 +8,7 @@ uninterrupted run with the same seed.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import threading
@@ -45,11 +46,20 @@ def training_pids() -> list[int]:
     return pids
 
 
-def interrupt_after_first_checkpoint(root: Path, sig: int, done: threading.Event):
-    """Wait for a COMPLETE checkpoint, signal the trainer, then leave a half-written newer checkpoint."""
+def early_stopping_state(checkpoint: Path) -> tuple[float | None, int]:
+    """(best metric, early-stopping patience counter) saved in a checkpoint's trainer_state.json."""
+    state = json.loads((checkpoint / "trainer_state.json").read_text())
+    saved = (state.get("stateful_callbacks") or {}).get("ResumableEarlyStopping") or {}
+    saved = saved[0] if isinstance(saved, list) else saved
+    return state.get("best_metric"), saved.get("attributes", {}).get("early_stopping_patience_counter", 0)
+
+
+def interrupt_after_first_checkpoint(root: Path, sig: int, done: threading.Event, ready=lambda checkpoint: True):
+    """Wait for a COMPLETE checkpoint that satisfies ``ready``, signal the trainer, then (SIGKILL) leave a
+    half-written newer checkpoint behind."""
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and not done.is_set():
-        markers = list(root.glob("candidates/*/checkpoints/checkpoint-*/COMPLETE"))
+        markers = [m for m in root.glob("candidates/*/checkpoints/checkpoint-*/COMPLETE") if ready(m.parent)]
         if markers:
             for pid in training_pids():
                 os.kill(pid, sig)
@@ -104,6 +114,69 @@ def test_interrupted_training_resumes_from_checkpoint(demo_csv, tmp_path, sig, b
     assert not training_pids(), "no training process may outlive the task"
     assert abs(summary["metrics"]["f1_macro"] - baseline_summary["metrics"]["f1_macro"]) <= 0.05
     assert abs(record["eval_loss"] - json.loads(baseline_record.read_text())["eval_loss"]) <= 0.05
+
+
+def test_lora_with_early_stopping_resumes_its_patience_and_registers_the_best_checkpoint(demo_csv, tmp_path):
+    """Killed when F1 is already 1.0 (it cannot improve) and early stopping is one evaluation short of its
+    patience: the resumed run must stop at its very next evaluation, which it does only if the patience
+    counter came back with the checkpoint. The evaluations from before the kill are kept, and the registered
+    adapter is the best checkpoint's."""
+    from flows.finetune import finetune
+    from tuneline.preprocess import load_split
+    from tuneline.storage import LocalStorage
+
+    patience, every = 2, 4
+    root = tmp_path / "store"
+    root.mkdir()
+    config = parse_config(make_config(
+        demo_csv, root,
+        model={"max_length": 32, "method": "lora"},
+        training={"epochs": 6, "learning_rate": 2e-3, "checkpoint_every_steps": every,
+                  "checkpoint_every_minutes": None, "early_stopping_patience": patience},
+        retries={"attempts": 2, "backoff_seconds": 0},
+    ))
+    fired = threading.Event()
+    watcher = threading.Thread(target=interrupt_after_first_checkpoint, daemon=True, args=(
+        root, signal.SIGKILL, fired, lambda c: early_stopping_state(c) == (1.0, patience - 1)))
+    watcher.start()
+    summary = finetune(config=config)
+    watcher.join(5)
+
+    assert fired.is_set(), "F1 never reached 1.0 with early stopping one evaluation from its patience"
+    train = summary["stages"]["train"]
+    assert train["status"] == "resumed" and train["attempts"] == 2, train
+    storage = LocalStorage(root)
+    record = storage.read_json(f"{next(root.glob('candidates/*')).relative_to(root)}/training.json")
+    steps = [e["step"] for e in record["evaluations"]]
+    scores = [e["f1_macro"] for e in record["evaluations"]]
+    resumed = record["resumed_from_step"]
+    assert steps == list(range(every, resumed + every + 1, every)), "pre-kill evaluations kept, one after"
+    assert record["stopped_early"] and record["global_step"] == resumed + every < record["max_steps"]
+    best = scores.index(1.0)  # the first of equal scores: a tie is no improvement
+    assert record["best_metric"] == 1.0 and record["best_checkpoint"] == f"checkpoint-{steps[best]}"
+    assert len(scores) - 1 - best == patience, (steps, scores)
+
+    folder = root / "registry" / "test-model" / "versions" / "000001" / "model"
+    assert (folder / "adapter_model.safetensors").exists() and not (folder / "model.safetensors").exists()
+    prepared = {"key": next(root.glob("prepared/*")).relative_to(root).as_posix(), "counts": {"validation": 1}}
+    validation = load_split(storage, prepared, "validation")
+    losses = [e["loss"] for e in record["evaluations"]]
+    assert abs(losses[best] - losses[-1]) > 1e-3, "best and last checkpoints must be told apart by their loss"
+    assert abs(validation_loss(folder, validation) - losses[best]) < 1e-4, "the registered adapter is not the best"
+
+
+def validation_loss(folder: Path, dataset) -> float:
+    """Mean cross-entropy per row of a registered model folder, loaded as a user would."""
+    import torch
+    from transformers import DataCollatorWithPadding
+
+    from tuneline.loading import load_model_folder
+
+    model, tokenizer = load_model_folder(folder)
+    batch = DataCollatorWithPadding(tokenizer)(list(dataset))
+    with torch.inference_mode():
+        logits = model.eval()(**{k: v for k, v in batch.items() if k != "labels"}).logits
+    return torch.nn.functional.cross_entropy(logits, batch["labels"]).item()
 
 
 def test_validation_failure_is_attempted_once(tmp_path, storage_root):
