@@ -30,7 +30,7 @@ demo: $(STAMP)
 # Two pytest workers, one torch thread each: process start-ups, server waits and
 # training overlap instead of oversubscribing the cores. `make test-serial` for one.
 test: $(STAMP)
-	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n 2 --dist loadfile tests
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n 2 --dist loadfile --durations=15 tests
 
 test-serial: $(STAMP)
 	$(PY) -m pytest -q tests

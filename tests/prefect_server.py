@@ -68,7 +68,7 @@ class PrefectStack:
         finally:
             log.close()
 
-    def start(self, timeout_s: float = 90) -> "PrefectStack":
+    def start(self, timeout_s: float = 180) -> "PrefectStack":
         self.home.mkdir(parents=True, exist_ok=True)
         self.server = self._spawn([PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(self.port)],
                                   "server.log")

@@ -145,7 +145,7 @@ class SeaweedS3:
             *(f"-{flag}={port}" for flag, port in self.ports.items()),
         ]
 
-    def start(self, timeout_s: float = 30, foreground: bool = False) -> "SeaweedS3":
+    def start(self, timeout_s: float = 60, foreground: bool = False) -> "SeaweedS3":
         """Start (or restart) the server, wait until S3 answers a signed request, ensure the bucket."""
         if self.running:
             return self

@@ -93,7 +93,7 @@ def on_demand_config(client, storage, **changes) -> dict:
     return config
 
 
-def wait_for_run(client, flow_run_id, timeout_s: float = 150):
+def wait_for_run(client, flow_run_id, timeout_s: float = 420):
     """The flow run once it reached a terminal state (fails the test after ``timeout_s``)."""
     deadline = time.monotonic() + timeout_s
     while True:

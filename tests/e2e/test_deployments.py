@@ -132,7 +132,7 @@ def test_failure_automation_is_accepted_and_notifies(prefect_stack, client, webh
     flow_run_id, output = run_deployment(prefect_stack, config)
     run = wait_for_run(client, flow_run_id)
     assert run.state.type.value == "FAILED"
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 120
     while not any(run.name in json.dumps(body) for body in webhook.received):
         if time.monotonic() > deadline:
             pytest.fail(f"no notification for failed run {run.name}; received {webhook.received}")

@@ -65,7 +65,7 @@ def test_server_killed_mid_registration_leaves_no_version_and_the_retry_complete
     with pytest.raises(CONNECTION_ERRORS) as failure:
         Registry(dying).register("sharded", model, {"run": "first"})
     assert not isinstance(failure.value, TunelineError)  # an outage, so Prefect's retry policy retries it
-    assert time.monotonic() - started < 15
+    assert time.monotonic() - started < 60  # fails fast instead of hanging on the dead server
     assert not server.running
 
     storage = S3Storage(server.bucket, "root", **FAST_FAIL)
