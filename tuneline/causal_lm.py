@@ -23,7 +23,7 @@ import tempfile
 from pathlib import Path
 
 from tuneline.base_models import EMBEDDED_GGUF, resolve_base_model
-from tuneline.config import FinetuneConfig, TrainingMethod, lower_is_better
+from tuneline.config import FinetuneConfig, TrainingMethod
 from tuneline.errors import DataError
 from tuneline.fingerprints import content_key, folder_fingerprint
 from tuneline.instructions import IGNORE_INDEX
@@ -203,35 +203,6 @@ def score_causal_lm(storage: Storage, model_dir: Path, model_fingerprint: str, p
     return scores, False
 
 
-def causal_gate(metrics: dict, champion: dict | None, cfg: FinetuneConfig) -> dict:
-    """The gate with the metric's direction: perplexity must stay <= maximum, perplexity_improvement >= minimum;
-    promote when it beats the champion by more than the margin (or there is no champion)."""
-    ev, name = cfg.evaluation, cfg.evaluation.metric.value
-    value, lower = metrics[name], lower_is_better(name)
-    passed = (ev.maximum is None or value <= ev.maximum) if lower else value >= ev.minimum
-    decision = {"metric": name, "value": value, "direction": "lower" if lower else "higher",
-                "minimum": None if lower else ev.minimum, "maximum": ev.maximum if lower else None,
-                "margin": ev.margin, "passed": passed, "champion": None}  # the keys of evaluation.gate_decision
-    if not passed:
-        bound = f"above the maximum {ev.maximum}" if lower else f"below the minimum {ev.minimum}"
-        return {**decision, "promote": False, "decision": "reject", "reason": f"{name} {value:.4f} is {bound}"}
-    if champion is None:
-        return {**decision, "promote": True, "decision": "promote", "reason": "no champion yet"}
-    decision["champion"] = {"alias": champion["alias"], "version": champion["version"]}
-    if champion.get("is_candidate"):
-        return {**decision, "promote": True, "decision": "promote",
-                "reason": f"the candidate is already the champion (v{champion['version']})"}
-    if champion.get("metrics") is None:
-        return {**decision, "promote": False, "decision": "keep",
-                "reason": f"champion v{champion['version']} is not comparable ({champion['why']}); promote by hand"}
-    best = champion["metrics"][name]
-    decision["champion"]["value"] = best
-    beats = value < best - ev.margin if lower else value > best + ev.margin
-    verdict = "beats" if beats else "does not beat"
-    return {**decision, "promote": beats, "decision": "promote" if beats else "keep",
-            "reason": f"{value:.4f} {verdict} champion v{champion['version']} ({best:.4f}) by more than {ev.margin}"}
-
-
 def with_improvement(scores: dict, base_scores: dict) -> dict:
     """The candidate's metrics beside the base model's: the gate metrics plus the before/after pair."""
     return {
@@ -252,12 +223,10 @@ def causal_champion(storage: Storage, cfg: FinetuneConfig, prepared: dict, train
     """The version at the champion alias, scored on the same test split when it shares the base model."""
     from tuneline.registry import Registry, version_dir
 
-    registry = Registry(storage)
-    pointer = registry.alias(cfg.name, cfg.evaluation.champion_alias)
-    if pointer is None:
+    manifest = Registry(storage).aliased_manifest(cfg.name, cfg.evaluation.champion_alias)
+    if manifest is None:
         return None
-    version = int(pointer["version"])
-    manifest = registry.manifest(cfg.name, version)
+    version = manifest["version"]
     champion = {"alias": cfg.evaluation.champion_alias, "version": version}
     trained_from = (manifest.get("training") or {}).get("model_fingerprint")  # the adapter, with merge too
     if trained["model_fingerprint"] in (manifest["model_fingerprint"], trained_from):
@@ -272,6 +241,7 @@ def causal_champion(storage: Storage, cfg: FinetuneConfig, prepared: dict, train
 
 def evaluate_causal_candidate(storage: Storage, prepared: dict, trained: dict, cfg: FinetuneConfig) -> dict:
     """Base model and candidate on the same test split; the gate; generations of both."""
+    from tuneline.evaluation import gate_decision
     from tuneline.metrics import headline
 
     base = resolve_base_model(cfg.model.base)
@@ -285,7 +255,7 @@ def evaluate_causal_candidate(storage: Storage, prepared: dict, trained: dict, c
     return {
         "metrics": metrics,
         "champion_metrics": headline(champion["metrics"]) if champion and champion.get("metrics") else None,
-        "gate": causal_gate(metrics, champion, cfg),
+        "gate": gate_decision(metrics, champion, cfg),
         "reused": reused,
     }
 

@@ -43,15 +43,12 @@ def predict(model_dir: Path, dataset, batch_size: int = 64) -> list:
 
 def find_champion(storage: Storage, cfg: FinetuneConfig) -> dict | None:
     """The version at ``evaluation.champion_alias`` (labels, model fingerprint), or None."""
-    registry = Registry(storage)
-    pointer = registry.alias(cfg.name, cfg.evaluation.champion_alias)
-    if pointer is None:
+    manifest = Registry(storage).aliased_manifest(cfg.name, cfg.evaluation.champion_alias)
+    if manifest is None:
         return None
-    version = int(pointer["version"])
-    manifest = registry.manifest(cfg.name, version)
     return {
         "alias": cfg.evaluation.champion_alias,
-        "version": version,
+        "version": manifest["version"],
         "labels": manifest.get("metrics", {}).get("confusion_matrix", {}).get("labels"),
         "model_fingerprint": manifest["model_fingerprint"],
     }
@@ -59,6 +56,9 @@ def find_champion(storage: Storage, cfg: FinetuneConfig) -> dict | None:
 
 def gate_decision(metrics: dict, champion: dict | None, cfg: FinetuneConfig) -> dict:
     """Passed = within the bound; promote = passed and beats the champion by more than the margin.
+
+    ``champion``: None, or ``{alias, version}`` plus ``is_candidate`` (it is this very model), ``metrics``
+    (scored on the same test split) or ``why`` it could not be compared. Every task's gate.
 
     Higher-is-better metrics must reach ``evaluation.minimum`` and win by being larger; lower-is-better
     ones (mse, rmse, mae) must stay at or below ``evaluation.maximum`` (if set) and win by being smaller.
@@ -86,8 +86,7 @@ def gate_decision(metrics: dict, champion: dict | None, cfg: FinetuneConfig) -> 
                 "reason": f"the candidate is already the champion (v{champion['version']})"}
     if champion.get("metrics") is None:
         return {**decision, "promote": False, "decision": "keep",
-                "reason": f"champion v{champion['version']} predicts other labels ({champion['labels']}); "
-                          "not comparable, promote by hand"}
+                "reason": f"champion v{champion['version']} is not comparable ({champion['why']}); promote by hand"}
     best = champion["metrics"][gate.metric.value]
     decision["champion"]["value"] = best
     wins = value < best - gate.margin if lower else value > best + gate.margin
@@ -126,6 +125,8 @@ def evaluate_candidate(storage: Storage, prepared: dict, trained: dict, cfg: Fin
     elif champion and champion["labels"] == prepared["labels"]:
         champion["metrics"], _ = score_model(storage, f"{version_dir(cfg.name, champion['version'])}/model",
                                              champion["model_fingerprint"], prepared)
+    elif champion:
+        champion["why"] = f"it predicts other labels: {champion['labels']}"
     return {
         "metrics": metrics,
         "champion_metrics": headline(champion["metrics"]) if champion and champion.get("metrics") else None,

@@ -88,6 +88,14 @@ class Registry:
         current = self.storage.read_with_token(alias_key(name, alias))
         return json.loads(current[0]) if current else None
 
+    def aliased_manifest(self, name: str, alias: str) -> dict | None:
+        """The manifest of the version ``alias`` points at (its ``version`` included), or None."""
+        pointer = self.alias(name, alias)
+        if pointer is None:
+            return None
+        version = int(pointer["version"])
+        return {**self.manifest(name, version), "version": version}
+
     def aliases(self, name: str) -> dict[str, int]:
         found = {}
         for child in self.storage.list_children(f"registry/{name}/aliases"):

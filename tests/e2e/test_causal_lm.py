@@ -3,7 +3,8 @@
 What a user checks: the run registers a version whose test perplexity is below the base model's,
 generations are kept in the manifest, the loss mask covers response tokens only, the pulled
 adapter loads with peft over the base folder and generates what the manifest recorded, and the
-merged weights (register.merge) load with plain transformers and match the adapter's outputs.
+merged weights (register.merge) load with plain transformers and match the adapter's outputs; a
+weaker challenger is scored against that champion on the same test split and not promoted.
 Kept tiny (30 rows, 3 optimizer steps, 64 tokens).
 """
 
@@ -88,3 +89,13 @@ def test_instruction_tuning_registers_an_adapter_and_merged_weights(tiny_causal_
     with torch.inference_mode():
         merged_logits = merged(**prompt).logits
     assert torch.allclose(merged_logits, adapter_logits, atol=1e-3)
+
+    # A challenger trained with a hundredth of the learning rate: kept as version 2, production unmoved.
+    weaker = tiny_causal_config.model_copy(update={
+        "training": tiny_causal_config.training.model_copy(update={"learning_rate": 2e-5})})
+    second = finetune(config=weaker)
+    gate = second["gate"]
+    assert second["version"] == 2 and gate["passed"] and not second["promoted"], gate
+    assert gate["decision"] == "keep" and gate["champion"]["version"] == 1
+    assert gate["champion"]["value"] == metrics["perplexity_improvement"] > gate["value"]
+    assert Registry(storage).aliases("demo-instructions") == {"production": 1}

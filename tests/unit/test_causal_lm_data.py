@@ -91,19 +91,19 @@ def test_validation_names_the_column_with_missing_responses(tmp_path):
     assert not any("label" in r["expectation"] for r in good["results"])
 
 
-def test_gate_follows_the_metric_direction(tmp_path):
-    from tuneline.causal_lm import causal_gate
+def test_causal_lm_gate_follows_the_metric_direction(tmp_path):
+    from tuneline.evaluation import gate_decision
 
     def cfg(**evaluation):
         return parse_config({"name": "x", "task": "causal_lm", "data": {"source": "d.jsonl"},
                              "evaluation": evaluation})
 
     metrics = {"perplexity": 3.0, "perplexity_improvement": 0.25}
-    assert causal_gate(metrics, None, cfg(metric="perplexity", maximum=4))["decision"] == "promote"
-    rejected = causal_gate(metrics, None, cfg(metric="perplexity", maximum=2.5))
+    assert gate_decision(metrics, None, cfg(metric="perplexity", maximum=4))["decision"] == "promote"
+    rejected = gate_decision(metrics, None, cfg(metric="perplexity", maximum=2.5))
     assert not rejected["passed"] and "above the maximum 2.5" in rejected["reason"]
-    assert not causal_gate(metrics, None, cfg(minimum=0.3))["passed"]  # perplexity_improvement >= minimum
+    assert not gate_decision(metrics, None, cfg(minimum=0.3))["passed"]  # perplexity_improvement >= minimum
     champion = {"alias": "production", "version": 1, "metrics": {"perplexity": 3.5, "perplexity_improvement": 0.1}}
-    assert causal_gate(metrics, champion, cfg(metric="perplexity"))["promote"]  # lower perplexity wins
-    assert not causal_gate(metrics, champion, cfg(metric="perplexity", margin=1.0))["promote"]
-    assert causal_gate(metrics, champion, cfg())["promote"]
+    assert gate_decision(metrics, champion, cfg(metric="perplexity"))["promote"]  # lower perplexity wins
+    assert not gate_decision(metrics, champion, cfg(metric="perplexity", margin=1.0))["promote"]
+    assert gate_decision(metrics, champion, cfg())["promote"]

@@ -99,6 +99,14 @@ def test_lower_is_better_metric_beats_the_champion_by_being_smaller_than_it_minu
     assert not gate_decision({"mse": 1.2}, champion, cfg)["promote"], "a larger error never wins"
 
 
+def test_a_champion_that_cannot_be_compared_keeps_its_alias_and_says_why():
+    cfg = config(task="regression", evaluation={"metric": "mse"})
+    champion = {"alias": "production", "version": 3, "why": "it predicts other labels: ['a', 'b']"}
+    gate = gate_decision({"mse": 0.1}, champion, cfg)
+    assert gate["passed"] and not gate["promote"] and gate["decision"] == "keep"
+    assert gate["reason"] == "champion v3 is not comparable (it predicts other labels: ['a', 'b']); promote by hand"
+
+
 def test_higher_is_better_regression_metric_keeps_the_minimum_semantics():
     cfg = config(task="regression", evaluation={"metric": "pearson", "minimum": 0.7})
     assert not gate_decision({"pearson": 0.6}, None, cfg)["passed"]
