@@ -29,7 +29,12 @@ demo: $(STAMP)
 
 # Two pytest workers, one torch thread each: process start-ups, server waits and
 # training overlap instead of oversubscribing the cores. `make test-serial` for one.
-test: $(STAMP)
+# Import contracts (.importlinter): layers, no cycles, no Prefect in tuneline/, nothing imports tests/.
+.PHONY: lint-imports
+lint-imports: $(STAMP)
+	$(VENV)/bin/lint-imports
+
+test: $(STAMP) lint-imports
 	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n 2 --dist loadfile --durations=15 tests
 
 test-serial: $(STAMP)

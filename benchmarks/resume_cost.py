@@ -43,7 +43,7 @@ def training_pids() -> list[int]:
     found = []
     for entry in Path("/proc").iterdir():
         try:
-            if entry.name.isdigit() and b"tuneline.train_process" in (entry / "cmdline").read_bytes():
+            if entry.name.isdigit() and b"tuneline.training.process" in (entry / "cmdline").read_bytes():
                 found.append(int(entry.name))
         except OSError:
             pass

@@ -1,7 +1,7 @@
 """Model-folder transfer speed: tuneline's S3Storage vs plain boto3 defaults, same server, same run.
 
 Writes a ~500 MB model-like folder (one 450 MB safetensors-like file of random bytes plus a
-config, tokenizer and a few small files) to a temp dir, starts SeaweedFS (tests/s3_server.py),
+config, tokenizer and a few small files) to a temp dir, starts SeaweedFS (scripts/s3_service.py),
 then for each round and each side uploads the folder and downloads it again:
 
   ours   S3Storage.put_dir / S3Storage.local_dir (TransferConfig tuned for big files,
@@ -30,7 +30,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from tests.s3_server import SeaweedS3  # noqa: E402
+from scripts.s3_service import SeaweedS3  # noqa: E402
 
 MB = 1024 * 1024
 
@@ -60,7 +60,7 @@ def timed(action) -> float:
 
 
 def ours(bucket: str, folder: Path, prefix: str, cache: Path) -> tuple[float, float]:
-    from tuneline.s3_storage import S3Storage
+    from tuneline.storage.s3 import S3Storage
 
     os.environ["TUNELINE_CACHE"] = str(cache)
     storage = S3Storage(bucket, prefix)

@@ -1,7 +1,7 @@
 """The fine-tuning pipeline: ingest -> validate -> preprocess -> train -> evaluate -> register.
 
 Each stage is a Prefect task that reads and writes URIs in the storage root and
-passes small dicts on; the flow returns the run summary (see ``tuneline.summary``).
+passes a small typed result on (``tuneline.results``); the flow returns the run summary (see ``tuneline.summary``).
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ def finetune(config: FinetuneConfig) -> dict:
     prepared = stages.run(preprocess, config, dataset)
     trained = stages.run(train, config, prepared)
     evaluation = stages.run(evaluate, config, prepared, trained)
-    registered = stages.run(register, config, dataset, trained, evaluation)
+    registered = stages.run(register, config, dataset, prepared, trained, evaluation)
     summary = run_summary(config, dataset, evaluation, registered, stages.stages)
-    if not evaluation["gate"]["passed"]:
+    if not evaluation.gate["passed"]:
         raise GateFailed(summary["error"], summary=summary)
     return summary

@@ -15,17 +15,18 @@ class StageLog:
         self.options = retry_options(retries)
         self.stages: dict[str, dict] = {}
 
-    def run(self, task, *args) -> dict:
+    def run(self, task, *args):
         started = time.perf_counter()
         state = task.with_options(**self.options)(*args, return_state=True)
         record = {"seconds": round(time.perf_counter() - started, 2)}
         self.stages[task.name] = record
         result = state.result()  # raises the task's own exception when it failed
-        record["attempts"] = result.get("attempts", 1)
-        if state.name == "Cached" or result.get("reused"):
+        record["attempts"] = result.attempts
+        resumed_from = getattr(result, "resumed_from_step", 0)
+        if state.name == "Cached" or result.reused:
             record["status"] = "cached"
-        elif result.get("resumed_from_step"):
-            record.update(status="resumed", resumed_from_step=result["resumed_from_step"])
+        elif resumed_from:
+            record.update(status="resumed", resumed_from_step=resumed_from)
         else:
             record["status"] = "ran"
         return result

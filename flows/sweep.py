@@ -26,7 +26,7 @@ from tasks.validation_score import validation_score
 from tuneline.config import FinetuneConfig
 from tuneline.errors import GateFailed, TunelineError
 from tuneline.summary import run_summary
-from tuneline.sweep import choose_best, expand_grid, trial_config, validation_metric
+from tuneline.stages.sweep import choose_best, expand_grid, trial_config, validation_metric
 
 
 @flow(name="sweep-trial", log_prints=True, flow_run_name="trial-{trial}")
@@ -38,9 +38,9 @@ def sweep_trial(config: FinetuneConfig, trial: int, parameters: dict) -> dict:
     prepared = stages.run(preprocess, config, dataset)
     trained = stages.run(train, config, prepared)
     scores = stages.run(validation_score, config, prepared, trained)
-    return {"trial": trial, "parameters": parameters, "validation": scores["value"],
-            "validation_metrics": scores["metrics"], "train_loss": trained.get("train_loss"),
-            "global_step": trained.get("global_step"), "model_fingerprint": trained["model_fingerprint"],
+    return {"trial": trial, "parameters": parameters, "validation": scores.value,
+            "validation_metrics": scores.metrics, "train_loss": trained.train_loss,
+            "global_step": trained.global_step, "model_fingerprint": trained.model_fingerprint,
             "stages": stages.stages, "dataset": dataset, "prepared": prepared, "trained": trained}
 
 
@@ -79,12 +79,12 @@ def sweep(config: FinetuneConfig, grid: dict[str, list], max_concurrent: int = 1
     winner, chosen = trials[best], configs[best]
     stages = StageLog(chosen.retries)
     evaluation = stages.run(evaluate, chosen, winner["prepared"], winner["trained"])
-    registered = stages.run(register, chosen, winner["dataset"], winner["trained"], evaluation)
+    registered = stages.run(register, chosen, winner["dataset"], winner["prepared"], winner["trained"], evaluation)
     summary = run_summary(chosen, winner["dataset"], evaluation, registered, stages.stages)
     summary.update(sweep={"grid": grid, "validation_metric": metric, "lower_is_better": lower, "best_trial": best,
                           "best_parameters": winner["parameters"], "max_concurrent": max_concurrent},
                    trials=[public_trial(t) for t in trials])
-    if not evaluation["gate"]["passed"]:
+    if not evaluation.gate["passed"]:
         raise GateFailed(summary["error"], summary=summary)
     return summary
 

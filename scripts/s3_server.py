@@ -5,7 +5,7 @@ the other SeaweedFS listeners use weed's usual ports. The access key and a rando
 made on the first start and kept in ``<dir>/dev-credentials.json`` (mode 0600), so the same
 exports keep working across restarts. Ctrl+C stops the server; the data stays.
 
-The server class is tests/s3_server.py (also used by the tests and benchmarks).
+The server class is scripts/s3_service.py (also used by the tests and benchmarks).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from tests.s3_server import DEFAULT_PORTS, SeaweedS3  # noqa: E402
+from scripts.s3_service import DEFAULT_PORTS, SeaweedS3  # noqa: E402
 
 
 def dev_credentials(data_dir: Path) -> dict[str, str]:

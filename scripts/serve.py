@@ -20,8 +20,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from scripts.s3_server import dev_credentials  # noqa: E402
-from tests.prefect_server import PrefectStack  # noqa: E402
-from tests.s3_server import DEFAULT_PORTS, SeaweedS3  # noqa: E402
+from scripts.prefect_stack import PrefectStack  # noqa: E402
+from scripts.s3_service import DEFAULT_PORTS, SeaweedS3  # noqa: E402
 
 RETRAIN_DATA = "datasets/reviews/reviews.csv"  # under s3://tuneline/, as deployments/prefect.yaml says
 

@@ -30,15 +30,15 @@ def is_transient(task, task_run, state) -> bool:
 
 
 def stage(name: str):
-    """``@task`` for a pipeline stage: the retry condition, and the attempt count added to its result.
+    """``@task`` for a pipeline stage: the retry condition, and the attempt count set on its (typed) result.
 
     The number of retries comes from the run's config (``retry_options``, applied by the flow).
     """
 
     def decorate(fn):
         @functools.wraps(fn)
-        def run(*args, **kwargs) -> dict:
-            return {**fn(*args, **kwargs), "attempts": task_run.run_count}
+        def run(*args, **kwargs):
+            return fn(*args, **kwargs).model_copy(update={"attempts": task_run.run_count})
 
         return task(name=name, retry_condition_fn=is_transient, retry_jitter_factor=0.5)(run)
 

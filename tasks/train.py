@@ -11,22 +11,23 @@ from tasks import artifacts
 from tasks.policy import stage
 from tuneline.config import FinetuneConfig
 from tuneline.storage import open_storage
-from tuneline.training import train_candidate
+from tuneline.results import Prepared, Trained
+from tuneline.training.launcher import train_candidate
 
 GPU_TAG = "gpu-train"
 
 
 @stage("train")
-def train(config: FinetuneConfig, prepared: dict) -> dict:
+def train(config: FinetuneConfig, prepared: Prepared) -> Trained:
     logger = get_run_logger()
     progress = artifacts.TrainingProgress(config.name)
     trained = train_candidate(open_storage(config.storage_root()), prepared, config, log_line=logger.info,
                               run_id=flow_run.get_id(), on_progress=progress)
-    progress.finish(trained)
+    progress.finish(trained.model_dump())
     logger.info(
-        "trained %d steps (resumed from %d) in %.1fs on %s, %s, %.1f samples/s -> %s", trained["global_step"],
-        trained["resumed_from_step"], trained["train_seconds"], trained["device"], trained["precision"],
-        trained["samples_per_second"] or 0, trained["model_uri"],
+        "trained %d steps (resumed from %d) in %.1fs on %s, %s, %.1f samples/s -> %s", trained.global_step,
+        trained.resumed_from_step, trained.train_seconds, trained.device, trained.precision,
+        trained.samples_per_second or 0, trained.model_uri,
     )
     return trained
 

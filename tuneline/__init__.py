@@ -20,6 +20,13 @@ for _key, _value in {
 }.items():
     _os.environ.setdefault(_key, _value)
 
-from tuneline.loading import load_model  # noqa: E402  (after the environment defaults above)
-
 __all__ = ["load_model"]
+
+
+def __getattr__(name: str):
+    """``tuneline.load_model`` on first use: importing the package stays cheap."""
+    if name == "load_model":
+        from tuneline.loading import load_model
+
+        return load_model
+    raise AttributeError(f"module 'tuneline' has no attribute {name!r}")

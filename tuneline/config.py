@@ -16,6 +16,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from tuneline.errors import ConfigError
+from tuneline.objectives import OBJECTIVES, all_metrics, lower_is_better
+from tuneline.objectives import get as objective_named
 
 DEFAULT_STORAGE = "./.tuneline"
 PROBLEM_SEPARATOR = "\n"  # between the cross-field problems one validator reports
@@ -25,10 +27,9 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
-class Task(str, enum.Enum):
-    classification = "classification"
-    regression = "regression"  # one numeric target, least squares (MSE)
-    causal_lm = "causal_lm"  # instruction tuning of a decoder; loss on the response tokens only
+# The task kinds: one objective each (tuneline/objectives/), listed as choices in the Prefect form.
+Task = enum.Enum("Task", {name: name for name in OBJECTIVES}, type=str)
+Task.__doc__ = "What the model learns: " + "; ".join(f"{n}: {o.description}" for n, o in OBJECTIVES.items())
 
 
 class Precision(str, enum.Enum):
@@ -38,35 +39,9 @@ class Precision(str, enum.Enum):
     fp16 = "fp16"
 
 
-class GateMetric(str, enum.Enum):
-    accuracy = "accuracy"
-    f1_macro = "f1_macro"
-    precision_macro = "precision_macro"
-    recall_macro = "recall_macro"
-    # regression (in the target's original units)
-    mse = "mse"
-    rmse = "rmse"
-    mae = "mae"
-    r2 = "r2"
-    pearson = "pearson"
-    spearman = "spearman"
-    # causal_lm (test split): perplexity after tuning, and its relative drop from the base model's
-    perplexity = "perplexity"
-    perplexity_improvement = "perplexity_improvement"  # (ppl_base - ppl_tuned) / ppl_base
-
-
-# Which gate metrics each task computes, and its default; a task not listed here checks nothing.
-TASK_METRICS = {
-    "classification": {"accuracy", "f1_macro", "precision_macro", "recall_macro"},
-    "regression": {"mse", "rmse", "mae", "r2", "pearson", "spearman"},
-    "causal_lm": {"perplexity", "perplexity_improvement"},
-}
-DEFAULT_METRIC = {"classification": "f1_macro", "regression": "pearson", "causal_lm": "perplexity_improvement"}
-LOWER_IS_BETTER = {"mse", "rmse", "mae", "perplexity"}  # errors: smaller wins; every other metric: larger wins
-
-
-def lower_is_better(metric: str) -> bool:
-    return str(getattr(metric, "value", metric)) in LOWER_IS_BETTER
+# Every objective's gate metrics (classification: accuracy, f1_macro, ...; regression: mse, pearson, ...).
+GateMetric = enum.Enum("GateMetric", {metric: metric for metric in all_metrics()}, type=str)
+GateMetric.__doc__ = "A gate metric; which ones a task computes, and their direction, come from its objective."
 
 
 class TargetScaling(str, enum.Enum):
@@ -92,6 +67,7 @@ class DataFormat(str, enum.Enum):
     tsv = "tsv"
     jsonl = "jsonl"
     parquet = "parquet"
+    conll = "conll"  # token<TAB>tag per line, a blank line between sentences -> columns tokens, tags
 
 
 class DataConfig(_Section):
@@ -199,7 +175,7 @@ class RetryConfig(_Section):
 
 class EvaluationConfig(_Section):
     metric: GateMetric = Field(
-        GateMetric.f1_macro, description="Metric the gate compares, on the test split (regression default: pearson)."
+        GateMetric.f1_macro, description="Metric the gate compares, on the test split; unset: the task's default (classification f1_macro, regression pearson, causal_lm perplexity_improvement, token_classification entity_f1)."
     )
     minimum: float = Field(0.0, ge=-1, le=1, description="Higher-is-better metrics: the candidate must reach this.")
     maximum: float | None = Field(
@@ -240,26 +216,22 @@ with warnings.catch_warnings():  # a field named "register" shadows ABCMeta.regi
 
         @model_validator(mode="before")
         @classmethod
-        def _default_metric_for_task(cls, raw: Any) -> Any:
-            """An unset evaluation.metric takes the task's default (regression: pearson)."""
+        def _objective_defaults(cls, raw: Any) -> Any:
+            """Unset keys take the objective's defaults: its gate metric, and e.g. causal_lm's base model."""
             if not isinstance(raw, dict):
                 return raw
-            default = DEFAULT_METRIC.get(str(getattr(raw.get("task"), "value", raw.get("task"))))
-            evaluation = raw.get("evaluation", {})
-            if default and isinstance(evaluation, dict) and evaluation.get("metric") is None:
-                raw = {**raw, "evaluation": {**evaluation, "metric": default}}
-            return raw
-
-        @model_validator(mode="before")
-        @classmethod
-        def _causal_lm_defaults(cls, raw: Any) -> Any:
-            """task: causal_lm defaults to LoRA on the embedded SmolLM2-135M-Instruct (unset keys only)."""
-            if not isinstance(raw, dict) or str(getattr(raw.get("task"), "value", raw.get("task"))) != "causal_lm":
-                return raw
-            model = raw.get("model", {})
-            if isinstance(model, dict):
-                model = {"base": "SmolLM2-135M-Instruct", "method": "lora", **model}
-                raw = {**raw, "model": model}
+            objective = OBJECTIVES.get(str(getattr(raw.get("task"), "value", raw.get("task") or "classification")))
+            if objective is None:
+                return raw  # the task field reports the unknown name
+            defaults = {**objective.defaults,
+                        "evaluation": {"metric": objective.default_metric, **objective.defaults.get("evaluation", {})}}
+            raw = dict(raw)
+            for section, values in defaults.items():
+                given = raw.get(section)
+                if given is None:
+                    given = {}
+                if isinstance(given, dict):
+                    raw[section] = {**values, **{k: v for k, v in given.items() if v is not None or k not in values}}
             return raw
 
         @model_validator(mode="after")
@@ -272,42 +244,25 @@ with warnings.catch_warnings():  # a field named "register" shadows ABCMeta.regi
 
 def task_problems(cfg: FinetuneConfig) -> list[str]:
     """Settings that do not fit together (metric vs task, gate bound vs metric direction, ...), keyed by path."""
-    task, metric, ev = cfg.task.value, cfg.evaluation.metric.value, cfg.evaluation
+    objective = objective_named(cfg.task.value)
+    metric, ev = cfg.evaluation.metric.value, cfg.evaluation
     problems = []
-    allowed = TASK_METRICS.get(task)
-    if allowed is not None and metric not in allowed:
-        problems.append(f"evaluation.metric: {metric} is not a {task} metric; use one of {sorted(allowed)}")
+    if metric not in objective.metrics:
+        problems.append(f"evaluation.metric: {metric} is not a {objective.name} metric; use one of "
+                        f"{sorted(objective.metrics)}")
     if lower_is_better(metric):
         if ev.minimum != 0:
             problems.append(f"evaluation.minimum: {metric} is lower-is-better; set evaluation.maximum instead")
     elif ev.maximum is not None:
         problems.append(f"evaluation.maximum: {metric} is higher-is-better; set evaluation.minimum instead")
-    if task != "regression":
-        if cfg.data.scale_targets != TargetScaling.none:
-            problems.append("data.scale_targets: only for task: regression")
-        if cfg.validation.target_min is not None or cfg.validation.target_max is not None:
-            problems.append("validation.target_min/target_max: only for task: regression")
-    elif cfg.training.class_weights != ClassWeights.none:
-        problems.append("training.class_weights: only for task: classification")
-    if task == "regression" and cfg.data.labels:
-        problems.append("data.labels: a regression target has no label set")
     tv = cfg.validation
     if tv.target_min is not None and tv.target_max is not None and tv.target_min > tv.target_max:
         problems.append("validation.target_min: greater than validation.target_max")
     if cfg.training.early_stopping_patience and not cfg.data.split_column and cfg.data.validation_fraction == 0:
         problems.append("training.early_stopping_patience: needs a validation split (data.validation_fraction > 0)")
-    if task == "causal_lm":
-        if cfg.model.method == TrainingMethod.freeze:
-            problems.append("model.method: causal_lm trains with lora or full, not freeze")
-        if cfg.data.labels:
-            problems.append("data.labels: causal_lm has no label set")
-        if cfg.training.early_stopping_patience:
-            problems.append("training.early_stopping_patience: not supported for causal_lm yet")
-    if cfg.register.merge and (task != "causal_lm" or cfg.model.method != TrainingMethod.lora):
-        problems.append("register.merge: only for task: causal_lm with model.method: lora")
     if cfg.model.unfreeze_top_layers and cfg.model.method != TrainingMethod.freeze:
         problems.append("model.unfreeze_top_layers: only for model.method: freeze")
-    return problems
+    return problems + objective.config_problems(cfg)
 
 
 def format_validation_error(err: ValidationError, where: str) -> str:

@@ -19,11 +19,12 @@ import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 
+from tuneline import keys
 from tuneline.errors import RegistryError
 from tuneline.fingerprints import files_fingerprint, folder_files, sha256_file
+from tuneline.keys import version_dir
 from tuneline.storage import Storage, check_key
 
-VERSION_DIGITS = 6
 ALIAS_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 MAX_CAS_ATTEMPTS = 50
 REF_PATTERN = re.compile(r"^(?P<name>[a-z0-9][a-z0-9._-]*)(?::(?P<version>\d+)|@(?P<alias>[A-Za-z0-9._-]+))?$")
@@ -36,11 +37,7 @@ def now_iso() -> str:
 def alias_key(name: str, alias: str) -> str:
     if not ALIAS_PATTERN.match(alias):
         raise RegistryError(f"alias {alias!r}: use letters, digits, '.', '_' or '-'")
-    return f"registry/{name}/aliases/{alias}.json"
-
-
-def version_dir(name: str, version: int) -> str:
-    return f"registry/{name}/versions/{version:0{VERSION_DIGITS}d}"
+    return keys.alias_pointer(name, alias)
 
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
@@ -72,7 +69,7 @@ class Registry:
     def versions(self, name: str) -> list[int]:
         """Complete versions only: those whose manifest exists."""
         found = []
-        for child in self.storage.list_children(f"registry/{name}/versions"):
+        for child in self.storage.list_children(keys.model_versions(name)):
             if child.isdigit() and self.storage.exists(f"{version_dir(name, int(child))}/manifest.json"):
                 found.append(int(child))
         return sorted(found)
@@ -98,7 +95,7 @@ class Registry:
 
     def aliases(self, name: str) -> dict[str, int]:
         found = {}
-        for child in self.storage.list_children(f"registry/{name}/aliases"):
+        for child in self.storage.list_children(keys.model_aliases(name)):
             if child.endswith(".json"):
                 pointer = self.alias(name, child[: -len(".json")])
                 if pointer:
@@ -134,7 +131,7 @@ class Registry:
     # -- writing -----------------------------------------------------------
     def _claim(self, name: str, identity: str, model_fingerprint: str) -> int:
         """Claim the next free number; reuse a claim of the same ``identity`` left by a crashed attempt."""
-        prefix = f"registry/{name}/versions"
+        prefix = keys.model_versions(name)
         taken = [int(c) for c in self.storage.list_children(prefix) if c.isdigit()]
         for version in taken:
             claim_key = f"{version_dir(name, version)}/claim.json"

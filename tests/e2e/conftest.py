@@ -1,6 +1,6 @@
 """One real Prefect server + process worker on loopback for the deployment and browser tests.
 
-The stack (tests/prefect_server.py) is set up the way `make serve` sets it up: infra/setup_prefect.py
+The stack (scripts/prefect_stack.py) is set up the way `make serve` sets it up: infra/setup_prefect.py
 (pool `gpu`, concurrency limits, the failure automation, whose webhook points at a receiver in this
 test process), `prefect deploy --all --prefect-file deployments/prefect.yaml`, a process worker.
 """
@@ -15,7 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from tests.prefect_server import PrefectStack
+from scripts.prefect_stack import PrefectStack
 
 ON_DEMAND = "finetune/finetune-on-demand"
 SCHEDULED = "finetune/retrain-nightly"

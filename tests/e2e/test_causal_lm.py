@@ -16,7 +16,7 @@ import pytest
 
 from tests.conftest import EXAMPLES
 from tuneline.config import load_config
-from tuneline.instructions import IGNORE_INDEX
+from tuneline.objectives.chat import IGNORE_INDEX
 from tuneline.registry import Registry
 from tuneline.storage import LocalStorage
 
@@ -42,9 +42,10 @@ def test_instruction_tuning_registers_an_adapter_and_merged_weights(tiny_causal_
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from flows.finetune import finetune
-    from tuneline.base_models import resolve_base_model
-    from tuneline.cli import main
-    from tuneline.preprocess import load_split
+    from tuneline.models.base import resolve_base_model
+    from flows.cli import main
+    from tuneline.data.encoded import load_split
+    from tuneline.results import Prepared
 
     summary = finetune(config=tiny_causal_config)
     metrics = summary["metrics"]
@@ -54,7 +55,7 @@ def test_instruction_tuning_registers_an_adapter_and_merged_weights(tiny_causal_
 
     # the prepared training rows: -100 on every prompt token, the response (+ end of turn) learned
     storage = LocalStorage(storage_root)
-    prepared = json.loads(next(storage_root.glob("prepared/*/meta.json")).read_text())
+    prepared = Prepared(**json.loads(next(storage_root.glob("prepared/*/meta.json")).read_text()))
     row = load_split(storage, prepared, "train")[0]
     learned = [t for t in row["labels"] if t != IGNORE_INDEX]
     first = row["labels"].index(learned[0])

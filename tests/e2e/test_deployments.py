@@ -15,7 +15,7 @@ import time
 import pytest
 
 from tests.e2e.conftest import ON_DEMAND, SCHEDULED, on_demand_config, wait_for_run
-from tests.prefect_server import REPO
+from scripts.prefect_stack import REPO
 
 pytestmark = pytest.mark.slow
 

@@ -15,7 +15,7 @@ import torch
 from safetensors.torch import load_file
 
 from tests.conftest import EXAMPLES
-from tuneline.base_models import resolve_base_model
+from tuneline.models.base import resolve_base_model
 from tuneline.config import load_config
 from tuneline.loading import load_model_folder
 from tuneline.registry import Registry

@@ -85,7 +85,7 @@ def run_cli(*args, cwd, env_extra=None):
     import os
 
     env = {**os.environ, "PREFECT_HOME": str(cwd / "prefect-home"), **(env_extra or {})}
-    return subprocess.run([sys.executable, "-m", "tuneline.cli", *args], cwd=cwd, env=env,
+    return subprocess.run([sys.executable, "-m", "flows.cli", *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=600)
 
 

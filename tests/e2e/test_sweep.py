@@ -17,7 +17,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness")]
 
 
 def test_sweep_registers_only_the_best_trial_and_lists_every_trial(tmp_path, storage_root, capsys):
-    from tuneline.cli import main
+    from flows.cli import main
 
     rows = (EXAMPLES / "data" / "reviews.csv").read_text().splitlines()
     source = tmp_path / "reviews.csv"

@@ -131,7 +131,7 @@ def cli_bad_run(tmp_path_factory):
     env = {**os.environ, "PREFECT_HOME": str(work / "prefect-home")}
     for name in ("TUNELINE_DEBUG", "TUNELINE_STORAGE", "PREFECT_API_URL"):
         env.pop(name, None)
-    result = subprocess.run([sys.executable, "-m", "tuneline.cli", "run", str(config_path)],
+    result = subprocess.run([sys.executable, "-m", "flows.cli", "run", str(config_path)],
                             cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     return result, source, storage_root
 

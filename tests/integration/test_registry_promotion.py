@@ -19,7 +19,7 @@ def tiny_classifier(tmp_path_factory) -> Path:
     """A real (tiny, randomly initialised) BERT classifier saved with save_pretrained."""
     from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
-    from tuneline.base_models import resolve_base_model
+    from tuneline.models.base import resolve_base_model
 
     folder = tmp_path_factory.mktemp("tiny") / "model"
     tokenizer = AutoTokenizer.from_pretrained(resolve_base_model("all-MiniLM-L6-v2"))
@@ -99,7 +99,7 @@ def test_load_model_returns_model_and_tokenizer(any_storage, tiny_classifier, mo
 def cli(*args, env):
     import os
 
-    return subprocess.run([sys.executable, "-m", "tuneline.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "flows.cli", *args], capture_output=True, text=True,
                           env={**os.environ, **env}, timeout=300)
 
 
@@ -129,7 +129,7 @@ def test_eight_concurrent_pushes_of_one_folder_give_eight_complete_versions(any_
     import os
 
     env = {**os.environ, "TUNELINE_STORAGE": any_storage.root_uri}
-    pushes = [subprocess.Popen([sys.executable, "-m", "tuneline.cli", "models", "push", str(tiny_classifier), "fleet"],
+    pushes = [subprocess.Popen([sys.executable, "-m", "flows.cli", "models", "push", str(tiny_classifier), "fleet"],
                                env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(8)]
     outputs = [p.communicate(timeout=300) for p in pushes]
     assert all(p.returncode == 0 for p in pushes), [err for _, err in outputs]

@@ -39,7 +39,7 @@ def training_pids() -> list[int]:
         if entry.name.isdigit():
             try:
                 parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-                if parent == os.getpid() and b"tuneline.train_process" in (entry / "cmdline").read_bytes():
+                if parent == os.getpid() and b"tuneline.training.process" in (entry / "cmdline").read_bytes():
                     pids.append(int(entry.name))
             except (OSError, ValueError, IndexError):
                 continue
@@ -122,7 +122,8 @@ def test_lora_with_early_stopping_resumes_its_patience_and_registers_the_best_ch
     counter came back with the checkpoint. The evaluations from before the kill are kept, and the registered
     adapter is the best checkpoint's."""
     from flows.finetune import finetune
-    from tuneline.preprocess import load_split
+    from tuneline.data.encoded import load_split
+    from tuneline.results import Prepared
     from tuneline.storage import LocalStorage
 
     patience, every = 2, 4
@@ -158,7 +159,7 @@ def test_lora_with_early_stopping_resumes_its_patience_and_registers_the_best_ch
 
     folder = root / "registry" / "test-model" / "versions" / "000001" / "model"
     assert (folder / "adapter_model.safetensors").exists() and not (folder / "model.safetensors").exists()
-    prepared = {"key": next(root.glob("prepared/*")).relative_to(root).as_posix(), "counts": {"validation": 1}}
+    prepared = Prepared(**json.loads(next(root.glob("prepared/*/meta.json")).read_text()))
     validation = load_split(storage, prepared, "validation")
     losses = [e["loss"] for e in record["evaluations"]]
     assert abs(losses[best] - losses[-1]) > 1e-3, "best and last checkpoints must be told apart by their loss"

@@ -18,7 +18,7 @@ from botocore.exceptions import BotoCoreError, ConnectionClosedError, EndpointCo
 
 from tuneline.errors import TunelineError
 from tuneline.registry import Registry, version_dir
-from tuneline.s3_storage import S3Storage
+from tuneline.storage.s3 import S3Storage
 
 MB = 1024 * 1024
 CONNECTION_ERRORS = (EndpointConnectionError, ConnectionClosedError)

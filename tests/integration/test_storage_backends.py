@@ -208,7 +208,7 @@ def test_pull_of_a_tampered_object_fails_and_leaves_nothing(any_storage, tmp_pat
 
 
 def test_ingest_from_s3_matches_ingest_from_disk(s3_root, demo_csv, tmp_path):
-    from tuneline.ingest import ingest_dataset, load_dataset_frame
+    from tuneline.data.ingest import ingest_dataset, load_dataset_frame
 
     bucket_uri = f"{s3_root}/raw"
     source = open_storage(bucket_uri)
@@ -234,7 +234,7 @@ def test_ingest_from_s3_matches_ingest_from_disk(s3_root, demo_csv, tmp_path):
 
 
 def test_ingest_from_a_missing_s3_source_is_a_data_error(s3_root):
-    from tuneline.ingest import ingest_dataset
+    from tuneline.data.ingest import ingest_dataset
 
     with pytest.raises(DataError, match="does not exist"):
         ingest_dataset(f"{s3_root}/nothing-here.csv", LocalStorage(Path(os.environ["TUNELINE_CACHE"]) / "s"))

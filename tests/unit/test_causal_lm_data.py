@@ -10,15 +10,15 @@ import pytest
 
 from tuneline.config import parse_config
 from tuneline.errors import ConfigError
-from tuneline.instructions import (IGNORE_INDEX, conversations, encode_example, render_prompt,
-                                   tokenize_instructions, validate_instruction_frame)
+from tuneline.objectives.chat import IGNORE_INDEX, conversations, encode_example, render_prompt, tokenize_instructions
+from tuneline.stages.validate import validate_frame as validate_instruction_frame
 
 
 @pytest.fixture(scope="module")
 def tokenizer():
     from transformers import AutoTokenizer
 
-    from tuneline.base_models import resolve_base_model
+    from tuneline.models.base import resolve_base_model
 
     return AutoTokenizer.from_pretrained(resolve_base_model("SmolLM2-135M-Instruct"))
 
@@ -54,7 +54,7 @@ def test_chat_rows_and_prompt_rows_give_the_same_examples(tokenizer, tmp_path):
 
 
 def test_padding_never_counts_in_the_loss(tokenizer):
-    from tuneline.causal_lm import masked_batches
+    from tuneline.objectives.causal_lm import masked_batches
 
     short = encode_example(tokenizer, "a", "b", 64)
     long = encode_example(tokenizer, "a longer prompt here", "and a longer answer too", 64)
@@ -72,7 +72,7 @@ def test_causal_lm_defaults_and_metric_checks(tmp_path):
         parse_config({"name": "x", "task": "causal_lm", "data": {"source": "d.jsonl", "labels": ["a"]},
                       "evaluation": {"metric": "f1_macro"}})
     assert "evaluation.metric: f1_macro is not a causal_lm metric" in str(err.value)
-    assert "data.labels: causal_lm has no label set" in str(err.value)
+    assert "data.labels: task: causal_lm has no label set" in str(err.value)
     gate = parse_config({"name": "x", "task": "causal_lm", "data": {"source": "d.jsonl"},
                          "evaluation": {"metric": "perplexity", "maximum": 5}})
     assert gate.evaluation.maximum == 5
@@ -92,7 +92,7 @@ def test_validation_names_the_column_with_missing_responses(tmp_path):
 
 
 def test_causal_lm_gate_follows_the_metric_direction(tmp_path):
-    from tuneline.evaluation import gate_decision
+    from tuneline.stages.gate import gate_decision
 
     def cfg(**evaluation):
         return parse_config({"name": "x", "task": "causal_lm", "data": {"source": "d.jsonl"},

@@ -4,9 +4,9 @@ import sys
 
 import pytest
 
-from tuneline.gpu_launch import training_command, visible_gpu_count
+from tuneline.training.gpu_launch import training_command, visible_gpu_count
 
-PLAIN = [sys.executable, "-m", "tuneline.train_process", "/tmp/spec.json"]
+PLAIN = [sys.executable, "-m", "tuneline.training.process", "/tmp/spec.json"]
 
 
 @pytest.mark.parametrize("visible, count", [("0", 1), ("0,1", 2), ("0, 1, 2, 3", 4), ("", 0), ("-1", 0),
@@ -24,7 +24,7 @@ def test_several_gpus_run_one_process_each_under_torchrun():
     command = training_command("/tmp/spec.json", {"CUDA_VISIBLE_DEVICES": "0,1,2"})
     assert command[:3] == [sys.executable, "-m", "torch.distributed.run"]
     assert command[command.index("--nproc_per_node") + 1] == "3"
-    assert command[-3:] == ["-m", "tuneline.train_process", "/tmp/spec.json"]
+    assert command[-3:] == ["-m", "tuneline.training.process", "/tmp/spec.json"]
 
 
 def test_without_cuda_visible_devices_asks_torch(monkeypatch):

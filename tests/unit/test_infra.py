@@ -77,7 +77,7 @@ def test_prefect_yaml_deployments():
         "flows/finetune.py:finetune"}
     sweep = deployments["sweep-on-demand"]
     assert sweep["entrypoint"] == "flows/sweep.py:sweep" and not sweep["schedules"]
-    from tuneline.sweep import expand_grid
+    from tuneline.stages.sweep import expand_grid
 
     assert len(expand_grid(sweep["parameters"]["grid"])) == 2
     on_demand = deployments["finetune-on-demand"]

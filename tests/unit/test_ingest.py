@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from tuneline.errors import DataError
-from tuneline.ingest import fingerprint_files, ingest_dataset, load_dataset_frame, read_table
+from tuneline.data.ingest import fingerprint_files, ingest_dataset, load_dataset_frame, read_table
 from tuneline.storage import LocalStorage
 
 # Texts a naive reader would turn into nulls or split apart.
@@ -86,8 +86,8 @@ def test_each_format_reads_into_the_same_rows(tmp_path, fmt):
 def test_ingested_snapshot_holds_the_same_rows(tmp_path, storage, fmt):
     path = WRITERS[fmt](tmp_path / f"reviews.{fmt}", ROWS)
     dataset = ingest_dataset(str(path), storage)
-    assert dataset["rows"] == len(ROWS)
-    assert dataset["columns"] == ["text", "label"]
+    assert dataset.rows == len(ROWS)
+    assert dataset.columns == ["text", "label"]
     assert records(load_dataset_frame(storage, dataset)) == ROWS
 
 
@@ -130,8 +130,8 @@ def test_a_directory_of_files_in_mixed_formats_reads_into_the_union(tmp_path, st
     write_parquet(folder / "c.parquet", ROWS[5:])
     (folder / "README.md").write_text("not data", encoding="utf-8")
     dataset = ingest_dataset(str(folder), storage)
-    assert dataset["rows"] == len(ROWS)
-    assert [Path(f).name for f in dataset["files"]] == ["a.csv", "b.jsonl", "c.parquet"]
+    assert dataset.rows == len(ROWS)
+    assert [Path(f).name for f in dataset.files] == ["a.csv", "b.jsonl", "c.parquet"]
     assert records(load_dataset_frame(storage, dataset)) == ROWS
 
 
@@ -170,10 +170,10 @@ def test_ingesting_the_same_data_twice_reuses_the_snapshot(tmp_path, storage):
     path = write_csv(tmp_path / "reviews.csv", ROWS)
     first = ingest_dataset(str(path), storage)
     second = ingest_dataset(str(path), storage)
-    assert (first["reused"], second["reused"]) == (False, True)
-    assert second["key"] == first["key"]
-    assert second["fingerprint"] == first["fingerprint"]
-    assert second["uri"] == first["uri"]
+    assert (first.reused, second.reused) == (False, True)
+    assert second.key == first.key
+    assert second.fingerprint == first.fingerprint
+    assert second.uri == first.uri
     assert len(storage.list_children("datasets")) == 1
 
 
@@ -182,9 +182,9 @@ def test_changed_data_gets_a_new_snapshot(tmp_path, storage):
     first = ingest_dataset(str(path), storage)
     write_csv(path, ROWS + [{"text": "one more", "label": "positive"}])
     second = ingest_dataset(str(path), storage)
-    assert second["reused"] is False
-    assert second["key"] != first["key"]
-    assert second["rows"] == first["rows"] + 1
+    assert second.reused is False
+    assert second.key != first.key
+    assert second.rows == first.rows + 1
     assert len(load_dataset_frame(storage, first)) == len(ROWS)  # the old snapshot is untouched
 
 

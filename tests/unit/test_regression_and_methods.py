@@ -10,15 +10,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tuneline.checkpoints import MARKER, CheckpointStore
+from tuneline.training.checkpoints import MARKER, CheckpointStore
 from tuneline.config import parse_config
 from tuneline.errors import ConfigError
-from tuneline.evaluation import gate_decision
+from tuneline.stages.gate import gate_decision
 from tuneline.metrics import regression_metrics
-from tuneline.splits import assign_splits
+from tuneline.stages.prepare import split_rows
 from tuneline.storage import LocalStorage
-from tuneline.targets import fit_scaling, scale, unscale
-from tuneline.validation import validate_frame
+from tuneline.objectives.regression import fit_scaling, scale, unscale
+from tuneline.stages.validate import validate_frame
 
 
 def config(**sections):
@@ -143,7 +143,7 @@ def test_settings_for_the_other_task_are_rejected_and_all_reported_together():
     assert "3 problem(s)" in message
     for key in ("data.scale_targets", "validation.target_min", "model.unfreeze_top_layers"):
         assert f"  {key}" in message
-    assert "training.class_weights: only for task: classification" in config_error(
+    assert "training.class_weights: not for task: regression (only for task: classification)" in config_error(
         task="regression", training={"class_weights": "balanced"})
 
 
@@ -194,7 +194,7 @@ def test_unparseable_and_out_of_range_targets_are_counted():
 
 def test_regression_splits_are_stratified_by_target_quantile():
     frame = regression_frame(np.arange(200) / 10)
-    splits = assign_splits(frame, config(task="regression").data, numeric_target=True)
+    splits = split_rows(frame, config(task="regression"))
     targets = frame["label"].astype(float)
     for split in ("validation", "test"):  # every fifth of the range is represented in the held-out splits
         bins = pd.qcut(targets[splits == split], [0, 0.2, 0.4, 0.6, 0.8, 1.0], labels=False)
@@ -240,7 +240,7 @@ def test_resume_points_the_best_checkpoint_at_this_attempts_folder(tmp_path):
 # -- training plumbing: schedules, patience on resume, class weights, adapter folders ----------
 
 def test_early_stopping_evaluates_and_saves_together_every_epoch_or_checkpoint_interval():
-    from tuneline.training import evaluation_schedule
+    from tuneline.training.loop import evaluation_schedule
 
     cfg = config(task="regression", evaluation={"metric": "rmse"},
                  training={"early_stopping_patience": 2, "checkpoint_every_steps": 200})
@@ -259,7 +259,7 @@ def test_the_patience_count_is_restored_from_the_checkpoint_state():
 
     from transformers import TrainerControl, TrainerState
 
-    from tuneline.training import early_stopping_callback
+    from tuneline.training.loop import early_stopping_callback
 
     callback = early_stopping_callback(3)
     state = TrainerState()
@@ -274,16 +274,16 @@ def test_the_patience_count_is_restored_from_the_checkpoint_state():
 def test_balanced_class_weights_weigh_rare_classes_up():
     import torch
 
-    from tuneline.model_setup import class_weight_loss
+    from tuneline.objectives.classification import Classification
 
     labels = ["a", "b", "c"]
     cfg = config(training={"class_weights": "balanced"})
-    loss = class_weight_loss(cfg, {"labels": [0] * 6 + [1] * 3 + [2] * 1}, labels)
+    loss = Classification().loss(cfg, {"labels": [0] * 6 + [1] * 3 + [2] * 1}, {"labels": labels})
     expected = torch.tensor([10 / (3 * 6), 10 / (3 * 3), 10 / (3 * 1)])
     logits, target = torch.randn(5, 3), torch.tensor([0, 1, 2, 2, 0])
     assert torch.allclose(loss({"logits": logits}, target),
                           torch.nn.functional.cross_entropy(logits, target, weight=expected))
-    assert class_weight_loss(config(), {"labels": [0, 1]}, labels) is None, "off by default"
+    assert Classification().loss(config(), {"labels": [0, 1]}, {"labels": labels}) is None, "off by default"
 
 
 def test_registry_accepts_an_adapter_folder_and_still_refuses_pickles(tmp_path):

@@ -1,16 +1,23 @@
-"""assign_splits: deterministic, stratified, duplicate-aware; a predefined split column wins."""
+"""Splits (the objective's derived inputs and strata, then assign_splits): deterministic, stratified,
+duplicate-aware; a predefined split column wins."""
 
 from __future__ import annotations
 
 import pandas as pd
 import pytest
 
-from tuneline.config import DataConfig
-from tuneline.splits import SPLITS, assign_splits
+from tuneline.config import FinetuneConfig, parse_config
+from tuneline.data.splits import SPLITS
+from tuneline.stages.prepare import split_rows
 
 
-def data_config(**overrides) -> DataConfig:
-    return DataConfig(source="unused.csv", **{"validation_fraction": 0.1, "test_fraction": 0.2, **overrides})
+def data_config(**overrides) -> FinetuneConfig:
+    return parse_config({"name": "m", "data": {"source": "unused.csv", "validation_fraction": 0.1,
+                                                "test_fraction": 0.2, **overrides}})
+
+
+def assign_splits(frame: pd.DataFrame, cfg: FinetuneConfig) -> pd.Series:
+    return split_rows(frame, cfg)
 
 
 def frame_of(counts: dict[str, int], repeats: int = 1) -> pd.DataFrame:

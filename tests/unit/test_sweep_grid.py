@@ -9,7 +9,7 @@ import pytest
 from tests.conftest import make_config
 from tuneline.config import parse_config
 from tuneline.errors import ConfigError
-from tuneline.sweep import choose_best, expand_grid, parse_grid, trial_config, validation_metric
+from tuneline.stages.sweep import choose_best, expand_grid, parse_grid, trial_config, validation_metric
 
 
 def test_grid_values_are_typed_and_combinations_are_ordered():

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from tuneline.checkpoints import MARKER, CheckpointStore
-from tuneline.launcher import RateLimitedLog, run_process
+from tuneline.training.checkpoints import MARKER, CheckpointStore
+from tuneline.training.child import RateLimitedLog, run_process
 from tuneline.storage import LocalStorage
-from tuneline.training import TrainingInputError, halve_batch
+from tuneline.training.loop import TrainingInputError, halve_batch
 
 
 def test_rate_limited_log_passes_few_lines_and_counts_the_rest():

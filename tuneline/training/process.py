@@ -1,7 +1,7 @@
-"""Entry point of the training child process: ``python -m tuneline.train_process SPEC.json``.
+"""Entry point of the training child process: ``python -m tuneline.training.process SPEC.json``.
 
 Reads the spec the parent wrote (config, prepared splits, storage root, prefix);
-trains (see ``tuneline.training.fine_tune``) and exits with a code the parent maps
+trains (see ``tuneline.training.loop.fine_tune``) and exits with a code the parent maps
 to a retry decision. Writes ``error.txt`` beside the spec on failure.
 """
 
@@ -14,7 +14,8 @@ import traceback
 from pathlib import Path
 
 from tuneline.errors import TunelineError
-from tuneline.training import EXIT_INPUT_ERROR, EXIT_OUT_OF_MEMORY, EXIT_PREEMPTED, fine_tune
+from tuneline.training.loop import fine_tune
+from tuneline.training.outcomes import EXIT_INPUT_ERROR, EXIT_OUT_OF_MEMORY, EXIT_PREEMPTED
 
 
 def main(spec_path: str) -> int:

@@ -29,7 +29,7 @@ from botocore.exceptions import ClientError
 from s3transfer.exceptions import RetriesExceededError
 
 from tuneline.errors import ConfigError, DataError
-from tuneline.storage import Storage, check_key
+from tuneline.storage.base import Storage, check_key
 
 MB = 1024 * 1024
 BUCKET_PATTERN = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")  # S3 rules: 3-63 chars

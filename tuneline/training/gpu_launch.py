@@ -1,7 +1,7 @@
 """How to launch the training process: one process, or one per GPU under torchrun.
 
 Reads ``CUDA_VISIBLE_DEVICES`` (what the worker assigned to this flow run) or, when it
-is unset, ``torch.cuda.device_count()``; writes nothing. ``tuneline.training`` runs the
+is unset, ``torch.cuda.device_count()``; writes nothing. ``tuneline.training.launcher`` runs the
 returned command; HF Trainer picks up torchrun's environment and trains data-parallel.
 """
 
@@ -32,9 +32,9 @@ def visible_gpu_count(environ: dict[str, str] | None = None) -> int:
 
 
 def training_command(spec_path: str, environ: dict[str, str] | None = None) -> list[str]:
-    """``python -m tuneline.train_process SPEC``; under ``torch.distributed.run`` with one process per GPU when N > 1."""
+    """``python -m tuneline.training.process SPEC``; under ``torch.distributed.run`` with one process per GPU when N > 1."""
     gpus = visible_gpu_count(environ)
     if gpus > 1:
         return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(gpus),
-                "-m", "tuneline.train_process", str(spec_path)]
-    return [sys.executable, "-m", "tuneline.train_process", str(spec_path)]
+                "-m", "tuneline.training.process", str(spec_path)]
+    return [sys.executable, "-m", "tuneline.training.process", str(spec_path)]

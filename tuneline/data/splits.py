@@ -1,8 +1,9 @@
 """Deterministic, stratified, duplicate-aware train/validation/test assignment.
 
-Reads a DataFrame and the data config; returns one split name per row. Rows with
-identical input text always land in the same split, so a duplicated message can
-never leak from training into evaluation.
+Reads a DataFrame that an objective has derived (``_input``: each row's model input as one
+string; ``_stratum``: what to stratify on) and the data config; returns one split name per row.
+Rows with identical input always land in the same split, so a duplicated example can never
+leak from training into evaluation.
 """
 
 from __future__ import annotations
@@ -10,16 +11,16 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from tuneline.config import DataConfig
-
 SPLITS = ("train", "validation", "test")
+INPUT = "_input"  # derived column: a row's model input as one string
+STRATUM = "_stratum"  # derived column: the stratum of the seeded split
 
 
-def input_key(frame: pd.DataFrame, data: DataConfig) -> pd.Series:
+def text_input(frame: pd.DataFrame, text_column: str, pair_column: str | None = None) -> pd.Series:
     """The model input of each row as one string (text, plus the pair text if any)."""
-    key = frame[data.text_column].astype(str)
-    if data.text_pair_column:
-        key = key + "\x1f" + frame[data.text_pair_column].astype(str)
+    key = frame[text_column].astype(str)
+    if pair_column:
+        key = key + "\x1f" + frame[pair_column].astype(str)
     return key
 
 
@@ -35,15 +36,16 @@ def target_strata(values: pd.Series) -> pd.Series:
     return bins.astype("Int64").astype(str)
 
 
-def assign_splits(frame: pd.DataFrame, data: DataConfig, numeric_target: bool = False) -> pd.Series:
-    """Split name per row: the predefined column if configured, else a seeded stratified draw.
+def assign_splits(frame: pd.DataFrame, data) -> pd.Series:
+    """Split name per row: ``data.split_column`` if configured, else a seeded draw stratified by STRATUM.
 
-    Strata are the labels, or quantile bins of the target when ``numeric_target`` (regression).
+    ``frame`` holds the INPUT and STRATUM columns an objective derived; ``data`` is the config's
+    data section (split_column, seed, validation_fraction, test_fraction).
     """
     if data.split_column:
         return frame[data.split_column].astype(str).str.strip().str.lower()
-    keys = input_key(frame, data)
-    labels = target_strata(frame[data.label_column]) if numeric_target else frame[data.label_column].astype(str)
+    keys = frame[INPUT]
+    labels = frame[STRATUM].astype(str)
     groups = pd.DataFrame({"key": keys, "label": labels}).drop_duplicates("key")
     rng = np.random.default_rng(data.seed)
     assignment: dict[str, str] = {}

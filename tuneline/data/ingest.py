@@ -17,16 +17,19 @@ from pathlib import Path
 
 import pandas as pd
 
+from tuneline import keys
 from tuneline.errors import DataError
+from tuneline.results import Dataset
 from tuneline.storage import Storage
 
-FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet"}
+FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet",
+           ".conll": "conll"}
 
 
 def list_source_files(source: str, fmt: str = "auto") -> list[Path]:
     """The data files a source names: the file itself, or the supported files in a directory."""
     if source.startswith("s3://"):  # fetched into the local cache, file names kept (same fingerprint)
-        from tuneline.s3_storage import fetch_source
+        from tuneline.storage.s3 import fetch_source
 
         source = str(fetch_source(source, tuple(FORMATS)))
     path = Path(source).expanduser()
@@ -65,6 +68,10 @@ def read_table(path: Path, fmt: str = "auto") -> pd.DataFrame:
     try:
         if fmt == "parquet":
             frame = pd.read_parquet(io.BytesIO(raw))
+        elif fmt == "conll":
+            from tuneline.data.conll import read_conll
+
+            frame = read_conll(path)
         elif fmt == "jsonl":
             frame = _read_jsonl(_decode_utf8(raw, path), path)
         else:
@@ -119,13 +126,13 @@ def fingerprint_files(files: list[Path], fmt: str = "auto") -> str:
     return digest.hexdigest()
 
 
-def ingest_dataset(source: str, storage: Storage, fmt: str = "auto", reuse: bool = True) -> dict:
+def ingest_dataset(source: str, storage: Storage, fmt: str = "auto", reuse: bool = True) -> Dataset:
     """Snapshot ``source`` into the storage root; returns the dataset's key, fingerprint and counts."""
     files = list_source_files(source, fmt)
     fingerprint = fingerprint_files(files, fmt)
-    prefix = f"datasets/{fingerprint[:16]}"
-    if reuse and storage.exists(f"{prefix}/meta.json"):
-        return {**storage.read_json(f"{prefix}/meta.json"), "reused": True}
+    prefix = keys.dataset_prefix(fingerprint)
+    if reuse and storage.exists(keys.meta(prefix)):
+        return Dataset(**storage.read_json(keys.meta(prefix)), reused=True)
     frames = [read_table(path, fmt) for path in files]
     columns = list(frames[0].columns)
     for path, frame in zip(files[1:], frames[1:]):
@@ -136,22 +143,15 @@ def ingest_dataset(source: str, storage: Storage, fmt: str = "auto", reuse: bool
         local = Path(tmp) / "data.parquet"
         data.to_parquet(local, index=False)
         storage.put_file(local, f"{prefix}/data.parquet")
-    meta = {
-        "fingerprint": fingerprint,
-        "key": prefix,
-        "uri": storage.uri(f"{prefix}/data.parquet"),
-        "rows": len(data),
-        "columns": columns,
-        "source": source,
-        "files": [p.name for p in files],
-    }
-    storage.write_json(f"{prefix}/meta.json", meta)
-    return {**meta, "reused": False}
+    dataset = Dataset(fingerprint=fingerprint, key=prefix, uri=storage.uri(f"{prefix}/data.parquet"), rows=len(data),
+                      columns=columns, source=source, files=[p.name for p in files])
+    storage.write_json(keys.meta(prefix), dataset.stored())
+    return dataset
 
 
-def load_dataset_frame(storage: Storage, dataset: dict) -> pd.DataFrame:
+def load_dataset_frame(storage: Storage, dataset: Dataset) -> pd.DataFrame:
     """The snapshot an earlier ingest wrote, as a DataFrame."""
     with tempfile.TemporaryDirectory() as tmp:
         local = Path(tmp) / "data.parquet"
-        storage.get_file(f"{dataset['key']}/data.parquet", local)
+        storage.get_file(f"{dataset.key}/data.parquet", local)
         return pd.read_parquet(local)

@@ -1,0 +1,1 @@
+"""Repo-only benchmarks, run as scripts from the repo root; not installed."""

@@ -1,0 +1,1 @@
+"""Data: ingest (raw files -> Parquet snapshot), splits, great-expectations helpers."""

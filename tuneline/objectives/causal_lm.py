@@ -1,0 +1,294 @@
+"""``task: causal_lm``: instruction-tune a decoder (LoRA by default), score it against its base, merge it.
+
+Reads prompt/response (or chat) rows (``tuneline.objectives.chat``) and the base decoder folder
+(default: the embedded SmolLM2-135M-Instruct). The loss covers response tokens only. The model
+folder is a PEFT adapter (``model.method: lora``) or a plain ``save_pretrained`` folder (``full``).
+
+Scoring: response-token loss and perplexity on a split, and on the test split a few greedy
+generations; the base model is the reference scored beside the candidate, so the gate can use
+``perplexity_improvement = (base - tuned) / base``. With ``register.merge`` the registered folder
+is the adapter plus ``merged/`` (the adapter folded into the base weights; plain transformers),
+built once under ``candidates/<key>/registrable/``; ``registrable-COMPLETE`` beside it is written last.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from tuneline import keys
+from tuneline.data.expectations import check_entry
+from tuneline.data.splits import INPUT, SPLITS, STRATUM
+from tuneline.errors import DataError
+from tuneline.fingerprints import folder_fingerprint
+from tuneline.models.base import portable_base_name, resolve_base_model
+from tuneline.objectives.base import HIGHER, LOWER, Objective, TrainerParts
+from tuneline.objectives.chat import IGNORE_INDEX, conversations, prompt_key, tokenize_instructions
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from tuneline.config import FinetuneConfig
+    from tuneline.results import Prepared, Trained
+    from tuneline.storage import Storage
+
+MODEL_COLUMNS = ["input_ids", "attention_mask", "labels"]
+PROMPT, RESPONSE = "_prompt", "_response"  # derived columns the expectations check
+ADAPTER_CONFIG = "adapter_config.json"
+MERGED_MARKER = "COMPLETE"  # registrable-COMPLETE, written last: a folder without it is rebuilt
+
+
+class CausalLM(Objective):
+    name = "causal_lm"
+    description = "instruction tuning of a decoder; loss on the response tokens only"
+    metrics = {"perplexity": LOWER, "perplexity_improvement": HIGHER}
+    default_metric = "perplexity_improvement"
+    defaults = {"model": {"base": "SmolLM2-135M-Instruct", "method": "lora"}}
+    methods = ("lora", "full")
+    merges_adapters = True
+    stops_early = False
+    input_noun = "prompts"
+
+    def config_problems(self, cfg: FinetuneConfig) -> list[str]:
+        problems = super().config_problems(cfg)
+        if cfg.register.merge and cfg.model.method.value != "lora":
+            problems.append("register.merge: only with model.method: lora (a full model has nothing to merge)")
+        return problems
+
+    def ranking_metric(self, cfg: FinetuneConfig) -> tuple[str, bool]:
+        return "perplexity", True  # ranks like perplexity_improvement: every trial shares the base model
+
+    # -- validate and split ----------------------------------------------------------------------
+    def input_columns(self, cfg: FinetuneConfig) -> list[str]:
+        data = cfg.data
+        return [data.messages_column] if data.messages_column else [data.prompt_column, data.response_column]
+
+    def derive(self, frame: pd.DataFrame, cfg: FinetuneConfig) -> pd.DataFrame:
+        """Rows are grouped and split by prompt: a prompt never lands in two splits."""
+        frame = frame.copy()
+        prompts, responses = conversations(frame, cfg.data)
+        frame[PROMPT] = [None if p is None else "\n".join(t["content"] for t in p) for p in prompts]
+        frame[RESPONSE] = responses
+        frame[INPUT] = [prompt_key(p) for p in prompts]
+        frame[STRATUM] = "all"
+        return frame
+
+    def expectations(self, frame: pd.DataFrame, cfg: FinetuneConfig) -> list:
+        import great_expectations.expectations as gxe
+
+        limits = cfg.validation
+        return [expectation for column in (PROMPT, RESPONSE) for expectation in (
+            gxe.ExpectColumnValuesToNotBeNull(column=column),
+            gxe.ExpectColumnValueLengthsToBeBetween(column=column, min_value=limits.min_text_length,
+                                                    max_value=limits.max_text_length))]
+
+    def report_column(self, column: str | None, cfg: FinetuneConfig) -> str | None:
+        data = cfg.data
+        if column == PROMPT:
+            return data.messages_column or data.prompt_column
+        if column == RESPONSE:
+            return data.messages_column or data.response_column
+        return column
+
+    def checks(self, frame: pd.DataFrame, cfg: FinetuneConfig) -> list[dict]:
+        """Chat rows: a list of {role, content} ending with the assistant's answer."""
+        column = cfg.data.messages_column
+        if not column:
+            return []
+        bad = frame.loc[frame[RESPONSE].isna(), column]
+        return [check_entry("expect_messages_to_end_with_an_assistant_turn", column, bad, len(frame))]
+
+    # -- prepare ---------------------------------------------------------------------------------
+    def tokenizer(self, base: Path):
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(base, use_fast=True)
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        return tokenizer
+
+    def encode(self, rows: pd.DataFrame, cfg: FinetuneConfig, tokenizer, fitted: dict):
+        return tokenize_instructions(rows, cfg, tokenizer)
+
+    def encoded_stats(self, splits: dict, cfg: FinetuneConfig) -> dict:
+        """Response tokens the loss covers; every response cut off by model.max_length is an error."""
+        learned = [sum(label != IGNORE_INDEX for label in labels)
+                   for split in SPLITS if splits.get(split) is not None for labels in splits[split]["labels"]]
+        if learned and not any(learned):
+            raise DataError(f"model.max_length={cfg.model.max_length} cuts off every response: raise it")
+        return {"response_tokens": sum(learned), "rows_without_response_tokens": sum(n == 0 for n in learned)}
+
+    # -- train -----------------------------------------------------------------------------------
+    def trainer_parts(self, cfg: FinetuneConfig, base: Path, prepared: Prepared, train_set, tokenizer) -> TrainerParts:
+        model = build_trainable(cfg, base)
+
+        def save_folder(trained_model, folder: Path) -> None:
+            trained_model.save_pretrained(folder)  # adapter only for a PeftModel; safetensors, no pickles
+            tokenizer.save_pretrained(folder)
+
+        return TrainerParts(model=model, collator=masked_batches(tokenizer), compute_metrics=None,
+                            save_folder=save_folder, adapter=cfg.model.method.value == "lora",
+                            trainable_parameters=sum(p.numel() for p in model.parameters() if p.requires_grad),
+                            model_columns=MODEL_COLUMNS)
+
+    def describe_validation(self, metrics: dict) -> dict:
+        return {**metrics, "perplexity": safe_exp(metrics["loss"])} if "loss" in metrics else metrics
+
+    # -- evaluate --------------------------------------------------------------------------------
+    def score_settings(self, cfg: FinetuneConfig):
+        return [cfg.evaluation.generations, cfg.evaluation.max_new_tokens]
+
+    def score(self, model_dir: Path, dataset, prepared: Prepared, cfg: FinetuneConfig, split: str) -> dict:
+        """Response loss / perplexity on the split; on the test split also greedy answers to a few prompts."""
+        import torch
+
+        base = resolve_base_model(cfg.model.base)
+        tokenizer = self.tokenizer(base)
+        model = load_causal_lm(model_dir, base).to("cuda" if torch.cuda.is_available() else "cpu")
+        scores = response_loss(model, dataset, tokenizer)
+        if split == "test":
+            scores["generations"] = generate_answers(model, tokenizer, dataset, cfg.evaluation.generations,
+                                                     cfg.evaluation.max_new_tokens)
+        scores["support"] = len(dataset)
+        return scores
+
+    def reference_model(self, cfg: FinetuneConfig) -> Path | None:
+        return resolve_base_model(cfg.model.base)
+
+    def with_reference(self, metrics: dict, reference: dict | None) -> dict:
+        """The candidate's metrics beside the base model's: the gate metrics plus the before/after pair."""
+        base = reference or metrics
+        combined = {
+            "loss": metrics["loss"],
+            "perplexity": metrics["perplexity"],
+            "perplexity_improvement": (base["perplexity"] - metrics["perplexity"]) / base["perplexity"],
+            "base_loss": base["loss"],
+            "base_perplexity": base["perplexity"],
+            "support": metrics["support"],
+            "response_tokens": metrics["tokens"],
+        }
+        if "generations" in metrics:
+            combined["generations"] = [{**g, "base_output": b["output"]}
+                                       for g, b in zip(metrics["generations"], base.get("generations", []))]
+        return combined
+
+    def champion_problem(self, manifest: dict, prepared: Prepared, cfg: FinetuneConfig) -> str | None:
+        base_fp = folder_fingerprint(str(resolve_base_model(cfg.model.base)))
+        if manifest.get("task") != self.name or (manifest.get("base_model") or {}).get("fingerprint") != base_fp:
+            return "another task or base model"
+        return None
+
+    # -- register and load -----------------------------------------------------------------------
+    def registrable_folder(self, storage: Storage, trained: Trained, cfg: FinetuneConfig) -> Path:
+        """The candidate's model folder, plus ``merged/`` when ``register.merge`` and the candidate is an adapter."""
+        model_key = keys.candidate_model(trained.key)
+        if not (cfg.register.merge and trained.adapter):
+            return storage.local_dir(model_key)
+        prefix = keys.registrable(trained.key)
+        marker = f"{prefix}-{MERGED_MARKER}"  # beside the folder: the folder holds model files only
+        if not storage.exists(marker):
+            adapter = storage.local_dir(model_key)
+            with tempfile.TemporaryDirectory() as tmp:
+                folder = Path(tmp) / "registrable"
+                merged = load_causal_lm(adapter, resolve_base_model(cfg.model.base)).merge_and_unload()
+                merged.save_pretrained(folder / "merged")
+                self.tokenizer(adapter).save_pretrained(folder / "merged")
+                for path in adapter.iterdir():
+                    if path.is_file():
+                        (folder / path.name).write_bytes(path.read_bytes())
+                storage.put_dir(folder, prefix)
+            storage.write_bytes(marker, b"merged\n")
+        return storage.local_dir(prefix)
+
+    def load(self, folder: Path):
+        from transformers import AutoTokenizer
+
+        folder = Path(folder)
+        base = None
+        if (folder / ADAPTER_CONFIG).is_file():
+            base = resolve_base_model(json.loads((folder / ADAPTER_CONFIG).read_text())["base_model_name_or_path"])
+        return load_causal_lm(folder, base), AutoTokenizer.from_pretrained(folder)
+
+    def claims(self, folder_config: dict, adapter_config: dict | None) -> bool:
+        if adapter_config is not None:
+            return adapter_config.get("task_type") == "CAUSAL_LM"
+        return any(a.endswith("ForCausalLM") for a in folder_config.get("architectures") or [])
+
+
+def load_causal_lm(folder: Path, base: Path | None = None):
+    """A model for inference: a plain folder, or an adapter folder applied to ``base``."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    if (Path(folder) / ADAPTER_CONFIG).is_file():
+        from peft import PeftModel
+
+        model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+        return PeftModel.from_pretrained(model, folder).eval()
+    return AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+
+
+def build_trainable(cfg: FinetuneConfig, base: Path):
+    """The base decoder, wrapped with LoRA adapters unless ``model.method: full``."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from tuneline.models.methods import apply_method
+
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+    model, _ = apply_method(model, cfg.model, [], "CAUSAL_LM")
+    if cfg.model.method.value == "lora":
+        model.peft_config["default"].base_model_name_or_path = portable_base_name(cfg.model.base)
+    return model
+
+
+def masked_batches(tokenizer):
+    """Pads input_ids with the pad token and labels with -100 (padding never counts in the loss)."""
+    from transformers import DataCollatorForSeq2Seq
+
+    return DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=IGNORE_INDEX)
+
+
+def safe_exp(loss: float) -> float:
+    return math.exp(min(loss, 50.0))  # perplexity; capped so a diverged run reports a number, not inf
+
+
+def response_loss(model, dataset, tokenizer, batch_size: int = 8) -> dict:
+    """Mean negative log-likelihood per response token (prompt and padding excluded), and its exp."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    loader = DataLoader(dataset.select_columns(MODEL_COLUMNS), batch_size=batch_size,
+                        collate_fn=masked_batches(tokenizer))
+    total, tokens = 0.0, 0
+    with torch.inference_mode():
+        for batch in loader:
+            batch = {k: v.to(model.device) for k, v in batch.items()}
+            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+            targets = batch["labels"][:, 1:]
+            nll = torch.nn.functional.cross_entropy(logits[:, :-1].float().transpose(1, 2), targets,
+                                                    ignore_index=IGNORE_INDEX, reduction="sum")
+            total += float(nll)
+            tokens += int((targets != IGNORE_INDEX).sum())
+    if tokens == 0:
+        raise DataError("the split has no response tokens (raise model.max_length)")
+    loss = total / tokens
+    return {"loss": loss, "perplexity": safe_exp(loss), "tokens": tokens}
+
+
+def generate_answers(model, tokenizer, dataset, count: int, max_new_tokens: int) -> list[dict]:
+    """Greedy answers to the first ``count`` prompts, beside the reference answers."""
+    import torch
+
+    answers = []
+    with torch.inference_mode():
+        for row in dataset.select(range(min(count, len(dataset)))):
+            encoded = tokenizer(row["prompt_text"], return_tensors="pt", add_special_tokens=False).to(model.device)
+            output = model.generate(**encoded, max_new_tokens=max_new_tokens, do_sample=False,
+                                    pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id)
+            text = tokenizer.decode(output[0, encoded["input_ids"].shape[1]:], skip_special_tokens=True)
+            answers.append({"prompt_text": row["prompt_text"], "reference": row["reference"], "output": text.strip()})
+    return answers

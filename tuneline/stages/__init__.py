@@ -1,0 +1,1 @@
+"""The general pipeline stages (validate, prepare, evaluate, gate, register, sweep): no task-kind branches."""

@@ -1,0 +1,57 @@
+"""Prepare: split the snapshot, fit what is learnt from the training split, encode each split.
+
+Reads ``datasets/<fp>/data.parquet``; writes ``prepared/<key>/{train,validation,test}`` (HF
+``datasets`` arrow folders) and ``prepared/<key>/meta.json``. The objective derives each row's
+input and stratum, fits its parameters (labels, target scaling) and encodes the rows with the
+base model's tokenizer. The key covers the dataset, the data and model settings, the base
+model's files, the objective, this stage's version and the library versions.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from tuneline import keys, objectives
+from tuneline.config import FinetuneConfig
+from tuneline.data.ingest import load_dataset_frame
+from tuneline.data.splits import SPLITS, assign_splits
+from tuneline.fingerprints import folder_fingerprint
+from tuneline.models.base import resolve_base_model
+from tuneline.results import Dataset, Prepared
+from tuneline.storage import Storage
+
+
+def prepare_key(dataset: Dataset, cfg: FinetuneConfig) -> str:
+    base = folder_fingerprint(str(resolve_base_model(cfg.model.base)))
+    return keys.cache_key(keys.PREPARE_VERSION, cfg.task.value, dataset.fingerprint, cfg.data, cfg.model.max_length,
+                          base)
+
+
+def split_rows(frame, cfg: FinetuneConfig):
+    """The split of each raw row under this config: the objective derives inputs and strata, then the seeded draw."""
+    return assign_splits(objectives.get(cfg.task.value).derive(frame, cfg), cfg.data)
+
+
+def prepare_splits(storage: Storage, dataset: Dataset, cfg: FinetuneConfig) -> Prepared:
+    """Split + fit + encode once per (dataset, objective, settings); returns where the splits are."""
+    objective = objectives.get(cfg.task.value)
+    prefix = keys.prepared_prefix(prepare_key(dataset, cfg))
+    if cfg.cache and storage.exists(keys.meta(prefix)):
+        return Prepared(**storage.read_json(keys.meta(prefix)), reused=True)
+    frame = objective.derive(load_dataset_frame(storage, dataset), cfg)
+    splits = assign_splits(frame, cfg.data)
+    fitted = objective.fit(frame[splits == "train"], frame, cfg)
+    tokenizer = objective.tokenizer(resolve_base_model(cfg.model.base))
+    encoded = {split: objective.encode(frame[splits == split], cfg, tokenizer, fitted)
+               for split in SPLITS if (splits == split).any()}
+    stats = objective.encoded_stats(encoded, cfg)
+    with tempfile.TemporaryDirectory() as tmp:
+        for split, rows in encoded.items():
+            rows.save_to_disk(str(Path(tmp) / split))
+        storage.put_dir(Path(tmp), prefix)
+    prepared = Prepared(key=prefix, uri=storage.uri(prefix), objective=objective.name,
+                        dataset_fingerprint=dataset.fingerprint,
+                        counts={split: int((splits == split).sum()) for split in SPLITS}, fitted=fitted, stats=stats)
+    storage.write_json(keys.meta(prefix), prepared.stored())
+    return prepared

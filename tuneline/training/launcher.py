@@ -1,0 +1,113 @@
+"""Train, as the parent sees it: pick the candidate's key, launch the child, stream it, read the outcome.
+
+Reads the prepared meta and the config; writes ``candidates/<key>/train.log`` once the child has
+succeeded (the child writes the model folder, ``training.json`` and the checkpoints). Training runs in a child process (``python -m tuneline.training.process SPEC``, the entry
+point ``torchrun`` launches on several GPUs), so a crash, an OOM or a kill never takes the flow
+down; the exit code decides whether the attempt is retried.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+from tuneline import keys, objectives
+from tuneline.config import FinetuneConfig, Precision
+from tuneline.errors import ConfigError
+from tuneline.results import Prepared, Trained
+from tuneline.storage import Storage
+from tuneline.training.child import RateLimitedLog, run_process
+from tuneline.training.gpu_launch import training_command, visible_gpu_count
+from tuneline.training.outcomes import (EXIT_INPUT_ERROR, EXIT_KINDS, EXIT_OUT_OF_MEMORY, EXIT_PREEMPTED,
+                                        PROGRESS_PREFIX, OutOfMemory, TrainingInputError, TrainingInterrupted)
+
+
+def resolve_precision(precision: Precision) -> str:
+    """'bf16' on a CUDA GPU that has it when auto, else 'fp32'; fp16 needs CUDA."""
+    import torch
+
+    cuda = torch.cuda.is_available()
+    if precision == Precision.auto:
+        return "bf16" if cuda and torch.cuda.is_bf16_supported() else "fp32"
+    if precision == Precision.fp16 and not cuda:
+        raise ConfigError("training.precision: fp16 needs a CUDA GPU; use auto, fp32 or bf16")
+    return precision.value
+
+
+def train_key(prepared: Prepared, cfg: FinetuneConfig) -> str:
+    """Everything that changes the trained weights: data, model and training settings, the resolved precision,
+    the number of training processes and, with early stopping, the metric and how often it is evaluated."""
+    early_stopping = None
+    if cfg.training.early_stopping_patience:
+        early_stopping = {"metric": cfg.evaluation.metric.value, "every_steps": cfg.training.checkpoint_every_steps}
+    return keys.cache_key(keys.TRAIN_VERSION, prepared.objective, prepared.key, cfg.model,
+                          cfg.training.result_settings(), resolve_precision(cfg.training.precision),
+                          max(1, visible_gpu_count()), early_stopping)
+
+
+def candidate_prefix(prepared: Prepared, cfg: FinetuneConfig, run_id: str | None) -> str:
+    """Content-keyed, so a retry or a re-run finds finished work; per run when caching is off."""
+    return keys.candidate_prefix(train_key(prepared, cfg), None if cfg.cache else run_id)
+
+
+def progress_lines(log_line: Callable[[str], None], on_progress: Callable[[dict], None] | None):
+    """Route the child's ``PROGRESS {json}`` lines to ``on_progress``; everything else to the (rate-limited) log."""
+    limited = RateLimitedLog(log_line)
+
+    def route(line: str) -> None:
+        if line.startswith(PROGRESS_PREFIX):
+            if on_progress:
+                on_progress(json.loads(line[len(PROGRESS_PREFIX):]))
+        else:
+            limited(line)
+
+    return route
+
+
+def train_candidate(storage: Storage, prepared: Prepared, cfg: FinetuneConfig, log_line: Callable[[str], None] = print,
+                    run_id: str | None = None, on_progress: Callable[[dict], None] | None = None) -> Trained:
+    """Train once per (prepared data, settings) in a child process; resume from its newest checkpoint.
+
+    ``on_progress`` receives ``{"step", "max_steps", "epoch", "loss"}`` as training advances.
+    """
+    objectives.get(prepared.objective)  # an unknown objective fails here, not in the child
+    prefix = candidate_prefix(prepared, cfg, run_id)
+    record = keys.training_record(prefix)
+    if cfg.cache and storage.exists(record):
+        return Trained(**storage.read_json(record), reused=True)
+    scratch = Path(tempfile.mkdtemp(prefix="tuneline-train-"))
+    spec = {"config": cfg.model_dump(mode="json"), "prepared": prepared.model_dump(mode="json"),
+            "storage_root": storage.root_uri, "prefix": prefix, "scratch": str(scratch)}
+    (scratch / "spec.json").write_text(json.dumps(spec))
+    timeout = cfg.training.timeout_minutes * 60 if cfg.training.timeout_minutes else None
+    code, timed_out = run_process(training_command(scratch / "spec.json"),
+                                  progress_lines(log_line, on_progress), scratch / "train.log", timeout_s=timeout,
+                                  env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                                  on_start=lambda pid: (scratch / "pid").write_text(str(pid)))
+    error, kind = scratch / "error.txt", scratch / "exit-kind"
+    message = error.read_text() if error.exists() else ""
+    code = EXIT_KINDS.get(kind.read_text().strip(), code) if code and kind.exists() else code  # torchrun says 1
+    if code == 0:
+        storage.put_file(scratch / "train.log", keys.training_log(prefix))
+        shutil.rmtree(scratch, ignore_errors=True)
+        return Trained(**storage.read_json(record))
+    if code == EXIT_INPUT_ERROR:
+        raise TrainingInputError(message)
+    if code == EXIT_OUT_OF_MEMORY:
+        raise OutOfMemory(message or "CUDA out of memory")
+    if timed_out:
+        raise TrainingInterrupted(f"training exceeded training.timeout_minutes={cfg.training.timeout_minutes}")
+    raise TrainingInterrupted(f"training process ended with {describe_exit(code)}; log: {scratch / 'train.log'}"
+                              + (f"\n{message}" if message else ""))
+
+
+def describe_exit(code: int) -> str:
+    import signal
+
+    if code < 0:
+        return f"signal {signal.Signals(-code).name}"
+    return "SIGTERM (preempted; checkpoint saved)" if code == EXIT_PREEMPTED else f"exit code {code}"

@@ -1,0 +1,252 @@
+"""The training child's work: one HF Trainer loop for every objective, with checkpoints and resume.
+
+Reads the spec the parent wrote (config, prepared meta, storage root, candidate prefix), the
+encoded splits under ``prepared/<key>`` and the base model folder; writes checkpoints to
+``candidates/<key>/checkpoints/``, then the model folder to ``candidates/<key>/model`` and
+``training.json`` beside it (rank 0 only under torchrun). The objective supplies the model, collator,
+loss and metrics (``TrainerParts``); early stopping (``training.early_stopping_patience``) scores the
+gate metric on the validation split and restores the best checkpoint at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+from tuneline import keys, objectives
+from tuneline.config import FinetuneConfig, parse_config
+from tuneline.data.encoded import load_split
+from tuneline.fingerprints import files_fingerprint, folder_files
+from tuneline.models.base import resolve_base_model
+from tuneline.results import Prepared
+from tuneline.storage import Storage, open_storage
+from tuneline.training.checkpoints import CheckpointStore, checkpoint_callback, step_of
+from tuneline.training.launcher import resolve_precision
+from tuneline.training.outcomes import PROGRESS_PREFIX, TrainingInputError
+
+
+def evaluation_schedule(cfg: FinetuneConfig, has_eval: bool, train_rows: int, batch_size: int,
+                        accumulation: int) -> dict:
+    """Eval / save strategies. Early stopping evaluates and checkpoints together every N steps, N being
+    ``checkpoint_every_steps`` or one epoch, whichever is shorter, so the best checkpoint always exists."""
+    t = cfg.training
+    if not (t.early_stopping_patience and has_eval):
+        return {"eval_strategy": "epoch" if has_eval else "no",
+                "save_strategy": "steps" if t.checkpoint_every_steps else "no",
+                "save_steps": t.checkpoint_every_steps or 500}
+    steps_per_epoch = max(1, -(-train_rows // (batch_size * accumulation)))
+    every = min(t.checkpoint_every_steps or steps_per_epoch, steps_per_epoch)
+    metric = cfg.evaluation.metric.value
+    return {"eval_strategy": "steps", "eval_steps": every, "save_strategy": "steps", "save_steps": every,
+            "load_best_model_at_end": True, "metric_for_best_model": metric,
+            "greater_is_better": not objectives.lower_is_better(metric)}
+
+
+def training_arguments(cfg: FinetuneConfig, output_dir: Path, precision: str, has_eval: bool,
+                       batch_size: int, accumulation: int, train_rows: int = 0):
+    import torch
+    from transformers import TrainingArguments
+
+    t = cfg.training
+    schedule = evaluation_schedule(cfg, has_eval, train_rows, batch_size, accumulation)
+    return TrainingArguments(
+        output_dir=str(output_dir),
+        num_train_epochs=t.epochs,
+        learning_rate=t.learning_rate,
+        per_device_train_batch_size=batch_size,
+        per_device_eval_batch_size=max(batch_size, 32),
+        gradient_accumulation_steps=accumulation,
+        warmup_steps=t.warmup_ratio,  # a float in [0, 1) is a share of all steps
+        weight_decay=t.weight_decay,
+        seed=t.seed,
+        data_seed=t.seed,
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",
+        use_cpu=not torch.cuda.is_available(),
+        **schedule,
+        label_names=["labels"],  # explicit: a PEFT-wrapped model hides its forward signature
+        save_total_limit=None,  # CheckpointStore prunes, and only after a newer checkpoint is complete
+        logging_steps=10,
+        report_to="none",
+        disable_tqdm=True,
+    )
+
+
+def progress_callback():
+    """A TrainerCallback printing ``PROGRESS {json}`` at each log step (the parent turns it into progress)."""
+    from transformers import TrainerCallback
+
+    class Progress(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if not state.is_world_process_zero:
+                return
+            report = {"step": state.global_step, "max_steps": state.max_steps, "epoch": state.epoch,
+                      "loss": (logs or {}).get("loss"), "eval_loss": (logs or {}).get("eval_loss")}
+            print(PROGRESS_PREFIX + json.dumps(report), flush=True)
+
+    return Progress()
+
+
+def early_stopping_callback(patience: int):
+    """HF's EarlyStoppingCallback whose patience counter survives a resume (restored from trainer_state)."""
+    from transformers import EarlyStoppingCallback
+
+    class ResumableEarlyStopping(EarlyStoppingCallback):
+        def on_train_begin(self, args, state, control, **kwargs):
+            saved = (state.stateful_callbacks or {}).get(type(self).__name__)
+            saved = saved[0] if isinstance(saved, list) and saved else saved
+            if isinstance(saved, dict):
+                self.early_stopping_patience_counter = saved.get("attributes", {}).get(
+                    "early_stopping_patience_counter", 0)
+            return super().on_train_begin(args, state, control, **kwargs)
+
+    return ResumableEarlyStopping(early_stopping_patience=patience)
+
+
+def batch_plan(storage: Storage, prefix: str, cfg: FinetuneConfig) -> dict:
+    """Per-device batch and accumulation, as adjusted by earlier out-of-memory attempts."""
+    key = keys.oom_adjustment(prefix)
+    if storage.exists(key):
+        return storage.read_json(key)
+    return {"batch_size": cfg.training.batch_size, "gradient_accumulation": cfg.training.gradient_accumulation,
+            "oom_retries": 0}
+
+
+def halve_batch(plan: dict) -> dict:
+    """Half the per-device batch, double the accumulation: the effective batch stays the same."""
+    if plan["batch_size"] <= 1:
+        raise TrainingInputError("CUDA out of memory even at a per-device batch of 1; use a smaller model or "
+                                 "model.max_length")
+    return {"batch_size": plan["batch_size"] // 2, "gradient_accumulation": plan["gradient_accumulation"] * 2,
+            "oom_retries": plan["oom_retries"] + 1}
+
+
+def is_main_process() -> bool:
+    """Rank 0 under torchrun (one process per GPU), or the only process: the one that writes results."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def build_trainer(cfg: FinetuneConfig, prepared: Prepared, storage: Storage, store: CheckpointStore, plan: dict,
+                  precision: str, callbacks: list):
+    """(Trainer, the objective's TrainerParts) over the prepared train / validation splits."""
+    from transformers import Trainer
+
+    objective = objectives.get(prepared.objective)
+    base = resolve_base_model(cfg.model.base)
+    tokenizer = objective.tokenizer(base)
+    train_set, eval_set = load_split(storage, prepared, "train"), load_split(storage, prepared, "validation")
+    if train_set is None:
+        raise TrainingInputError("the training split is empty: lower data.validation_fraction / test_fraction")
+    parts = objective.trainer_parts(cfg, base, prepared, train_set, tokenizer)
+    if parts.model_columns:
+        train_set = train_set.select_columns(parts.model_columns)
+        eval_set = eval_set.select_columns(parts.model_columns) if eval_set is not None else None
+    if cfg.training.early_stopping_patience:
+        if eval_set is None:
+            raise TrainingInputError("training.early_stopping_patience needs a validation split; it is empty "
+                                     "(raise data.validation_fraction or add rows with split 'validation')")
+        callbacks = [*callbacks, early_stopping_callback(cfg.training.early_stopping_patience)]
+    trainer = Trainer(
+        model=parts.model,
+        args=training_arguments(cfg, store.local, precision, eval_set is not None, plan["batch_size"],
+                                plan["gradient_accumulation"], len(train_set)),
+        train_dataset=train_set,
+        eval_dataset=eval_set,
+        data_collator=parts.collator,
+        processing_class=tokenizer,
+        compute_metrics=parts.compute_metrics if eval_set is not None else None,
+        compute_loss_func=parts.compute_loss,
+        callbacks=callbacks,
+    )
+    if parts.loss_is_mean:
+        trainer.loss_is_scaled_for_ga = False  # the objective's loss is a per-batch mean
+    return trainer, parts
+
+
+def validation_record(trainer, cfg: FinetuneConfig, global_step: int) -> dict:
+    """training.json's view of the validation split: the curve, the final metrics, the best checkpoint."""
+    if trainer.eval_dataset is None:
+        return {}
+    evals = [h for h in trainer.state.log_history if "eval_loss" in h]
+    last = evals[-1] if evals and evals[-1].get("step") == global_step else trainer.evaluate()
+    final = {k.removeprefix("eval_"): v for k, v in last.items()
+             if k.startswith("eval_") and isinstance(v, (int, float)) and not k.endswith(("_runtime", "per_second"))}
+    final = objectives.get(cfg.task.value).describe_validation(final)
+    metric = cfg.evaluation.metric.value
+    best = trainer.state.best_model_checkpoint
+    return {
+        "eval_loss": final.get("loss"),
+        # the validation curve, across resumes (the history travels in the checkpoint's trainer_state)
+        "evaluations": [{"step": h["step"], "loss": h["eval_loss"], metric: h.get(f"eval_{metric}")} for h in evals],
+        "validation_metrics": final or None,
+        "best_metric": trainer.state.best_metric,
+        "best_checkpoint": Path(best).name if best else None,
+    }
+
+
+def fine_tune(spec: dict) -> dict:
+    """The child's work: train from the base model (or resume), then save and record the model (rank 0)."""
+    import torch
+    from transformers import set_seed
+
+    cfg, prepared, prefix = parse_config(spec["config"]), Prepared(**spec["prepared"]), spec["prefix"]
+    storage = open_storage(spec["storage_root"])
+    store = CheckpointStore(storage, prefix, Path(spec["scratch"]))
+    if is_main_process():
+        store.discard_incomplete()
+    resume = store.newest_complete()
+    plan = batch_plan(storage, prefix, cfg)
+    precision = resolve_precision(cfg.training.precision)
+    set_seed(cfg.training.seed)
+    checkpointing = checkpoint_callback(store, cfg.training.checkpoint_every_minutes)
+    trainer, parts = build_trainer(cfg, prepared, storage, store, plan, precision,
+                                   [checkpointing, progress_callback()])
+    if resume:
+        print(f"resuming from {resume.name}", flush=True)
+    started = time.perf_counter()
+    try:
+        output = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    except torch.OutOfMemoryError:
+        if is_main_process():
+            storage.write_json(keys.oom_adjustment(prefix), halve_batch(plan))
+        raise
+    if checkpointing.preempted:
+        return {"preempted": True}
+    if not is_main_process():
+        return {"rank": int(os.environ["RANK"])}
+    train_seconds = round(time.perf_counter() - started, 2)
+    validation = validation_record(trainer, cfg, output.global_step)
+    with tempfile.TemporaryDirectory() as tmp:
+        model_dir = Path(tmp) / "model"
+        parts.save_folder(trainer.model, model_dir)
+        fingerprint = files_fingerprint(folder_files(model_dir))
+        storage.put_dir(model_dir, keys.candidate_model(prefix))
+    result = {
+        "key": prefix,
+        "model_uri": storage.uri(keys.candidate_model(prefix)),
+        "model_fingerprint": fingerprint,
+        "objective": prepared.objective,
+        "method": cfg.model.method.value,
+        "precision": precision,
+        "device": str(trainer.args.device),
+        "processes": trainer.args.world_size,
+        "global_step": output.global_step,
+        "max_steps": trainer.state.max_steps,
+        "resumed_from_step": step_of(resume.name) if resume else 0,
+        "batch_size": plan["batch_size"],
+        "gradient_accumulation": plan["gradient_accumulation"],
+        "oom_retries": plan["oom_retries"],
+        "train_loss": output.training_loss,
+        "train_seconds": train_seconds,
+        "samples_per_second": output.metrics.get("train_samples_per_second"),
+        "trainable_parameters": parts.trainable_parameters,
+        "adapter": parts.adapter,
+        "stopped_early": output.global_step < trainer.state.max_steps,
+        **validation,
+    }
+    storage.write_json(keys.training_record(prefix), result)
+    store.clear()  # the model is stored; its checkpoints are no longer needed
+    return result
