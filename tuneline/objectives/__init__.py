@@ -14,11 +14,13 @@ from tuneline.objectives.base import HIGHER, LOWER, Objective
 from tuneline.objectives.causal_lm import CausalLM
 from tuneline.objectives.classification import Classification
 from tuneline.objectives.regression import Regression
+from tuneline.objectives.token_classification import TokenClassification
 
 OBJECTIVES: dict[str, Objective] = {o.name: o for o in (
     Classification(),
     Regression(),
     CausalLM(),
+    TokenClassification(),
 )}
 
 __all__ = ["HIGHER", "LOWER", "OBJECTIVES", "Objective", "all_metrics", "for_folder", "get", "lower_is_better"]
