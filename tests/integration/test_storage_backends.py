@@ -225,10 +225,10 @@ def test_ingest_from_s3_matches_ingest_from_disk(s3_root, demo_csv, tmp_path):
     from_prefix = ingest_dataset(f"{bucket_uri}/many/", LocalStorage(tmp_path / "store-s3-dir"))
     from_disk_dir = ingest_dataset(str(folder), LocalStorage(tmp_path / "store-local-dir"))
 
-    assert from_file["fingerprint"] == from_disk["fingerprint"]
-    assert from_prefix["fingerprint"] == from_disk_dir["fingerprint"]
-    assert from_file["rows"] == from_disk["rows"] == from_prefix["rows"]
-    assert [Path(f).name for f in from_prefix["files"]] == [demo_csv.name]  # notes.txt is not data
+    assert from_file.fingerprint == from_disk.fingerprint
+    assert from_prefix.fingerprint == from_disk_dir.fingerprint
+    assert from_file.rows == from_disk.rows == from_prefix.rows
+    assert [Path(f).name for f in from_prefix.files] == [demo_csv.name]  # notes.txt is not data
     frame = load_dataset_frame(LocalStorage(tmp_path / "store-s3"), from_file)
     assert frame.equals(load_dataset_frame(local_store, from_disk))
 
