@@ -9,6 +9,7 @@ from __future__ import annotations
 from prefect import flow
 
 from flows.stages import StageLog
+from tasks.base_model import pin_base_model
 from tasks.evaluate import evaluate
 from tasks.ingest import ingest
 from tasks.preprocess import preprocess
@@ -23,6 +24,7 @@ from tuneline.summary import run_summary
 @flow(name="finetune", log_prints=True)
 def finetune(config: FinetuneConfig) -> dict:
     """Fine-tune ``config.model.base`` on ``config.data`` and register the result as ``config.name``."""
+    config = pin_base_model(config)
     stages = StageLog(config.retries)
     dataset = stages.run(ingest, config)
     stages.run(validate, config, dataset)

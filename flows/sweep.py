@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from prefect import flow
 
 from flows.stages import StageLog
+from tasks.base_model import pin_base_model
 from tasks.evaluate import evaluate
 from tasks.ingest import ingest
 from tasks.preprocess import preprocess
@@ -69,6 +70,7 @@ def run_trials(configs: list[FinetuneConfig], grid_points: list[dict], max_concu
 @flow(name="sweep", log_prints=True)
 def sweep(config: FinetuneConfig, grid: dict[str, list], max_concurrent: int = 1) -> dict:
     """Train ``config`` once per combination of ``grid`` values; register the best by validation metric."""
+    config = pin_base_model(config)
     points = expand_grid(grid)
     configs = [trial_config(config, point, i) for i, point in enumerate(points)]
     metric, lower = validation_metric(config)

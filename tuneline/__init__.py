@@ -6,11 +6,9 @@ nothing of Prefect; ``tasks/`` and ``flows/`` wrap it.
 
 import os as _os
 
-# Defaults for every entry point (CLI, Prefect worker, tests): never contact the model
-# hub, no analytics, no progress bars in logs. An explicit environment value wins.
+# Defaults for every entry point (CLI, Prefect worker, tests): no analytics, no progress bars in
+# logs. An explicit environment value wins. The Hub is used for ORG/NAME bases unless HF_HUB_OFFLINE=1.
 for _key, _value in {
-    "HF_HUB_OFFLINE": "1",
-    "TRANSFORMERS_OFFLINE": "1",
     "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
     "HF_HUB_DISABLE_PROGRESS_BARS": "1",
     "TRANSFORMERS_VERBOSITY": "error",

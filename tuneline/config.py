@@ -128,7 +128,16 @@ class LoraSettings(_Section):
 class ModelConfig(_Section):
     base: str = Field(
         "all-MiniLM-L6-v2",
-        description="Pretrained model: a local folder, or the embedded 'all-MiniLM-L6-v2'.",
+        description="Pretrained model: a Hub id (ORG/NAME), a local folder, s3://bucket/prefix/, "
+        "registry:NAME@ALIAS or registry:NAME:VERSION (continue a registered model), or an embedded name "
+        "(all-MiniLM-L6-v2, SmolLM2-135M-Instruct).",
+    )
+    revision: str | None = Field(
+        None, description="Hub branch, tag or commit of model.base (none: main); a run pins it to the commit."
+    )
+    token_secret: str | None = Field(
+        None, description="Name of a Prefect Secret block holding a Hugging Face token (else $HF_TOKEN); used "
+        "only to download model.base, never logged or stored."
     )
     max_length: int = Field(128, ge=8, le=8192, description="Tokens per example; longer texts are truncated.")
     method: TrainingMethod = Field(TrainingMethod.full, description="full | freeze (head only) | lora (adapters).")

@@ -33,6 +33,7 @@ if TYPE_CHECKING:  # for annotations only: the config imports the objectives, ne
     import pandas as pd
 
     from tuneline.config import FinetuneConfig
+    from tuneline.models.base import ResolvedBase
     from tuneline.results import Prepared, Trained
     from tuneline.storage import Storage
 
@@ -150,7 +151,7 @@ class Objective(ABC):
         """Evaluation settings that change a score (part of its cache key)."""
         return None
 
-    def reference_model(self, cfg: FinetuneConfig) -> Path | None:
+    def reference_model(self, cfg: FinetuneConfig) -> ResolvedBase | None:
         """A model scored beside the candidate on the test split (causal_lm: the base); None: none."""
         return None
 

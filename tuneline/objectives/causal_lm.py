@@ -23,8 +23,7 @@ from tuneline import keys
 from tuneline.data.expectations import check_entry
 from tuneline.data.splits import INPUT, SPLITS, STRATUM
 from tuneline.errors import DataError
-from tuneline.fingerprints import folder_fingerprint
-from tuneline.models.base import portable_base_name, resolve_base_model
+from tuneline.models.base import ResolvedBase, portable_base_name, resolve_base, resolve_base_model
 from tuneline.objectives.base import HIGHER, LOWER, Objective, TrainerParts
 from tuneline.objectives.chat import IGNORE_INDEX, conversations, prompt_key, tokenize_instructions
 
@@ -145,7 +144,7 @@ class CausalLM(Objective):
         """Response loss / perplexity on the split; on the test split also greedy answers to a few prompts."""
         import torch
 
-        base = resolve_base_model(cfg.model.base)
+        base = resolve_base(cfg.model, cfg.storage_root()).folder
         tokenizer = self.tokenizer(base)
         model = load_causal_lm(model_dir, base).to("cuda" if torch.cuda.is_available() else "cpu")
         scores = response_loss(model, dataset, tokenizer)
@@ -155,8 +154,8 @@ class CausalLM(Objective):
         scores["support"] = len(dataset)
         return scores
 
-    def reference_model(self, cfg: FinetuneConfig) -> Path | None:
-        return resolve_base_model(cfg.model.base)
+    def reference_model(self, cfg: FinetuneConfig) -> ResolvedBase | None:
+        return resolve_base(cfg.model, cfg.storage_root())
 
     def with_reference(self, metrics: dict, reference: dict | None) -> dict:
         """The candidate's metrics beside the base model's: the gate metrics plus the before/after pair."""
@@ -176,8 +175,8 @@ class CausalLM(Objective):
         return combined
 
     def champion_problem(self, manifest: dict, prepared: Prepared, cfg: FinetuneConfig) -> str | None:
-        base_fp = folder_fingerprint(str(resolve_base_model(cfg.model.base)))
-        if manifest.get("task") != self.name or (manifest.get("base_model") or {}).get("fingerprint") != base_fp:
+        base_identity = resolve_base(cfg.model, cfg.storage_root()).identity
+        if manifest.get("task") != self.name or (manifest.get("base_model") or {}).get("fingerprint") != base_identity:
             return "another task or base model"
         return None
 
@@ -193,7 +192,7 @@ class CausalLM(Objective):
             adapter = storage.local_dir(model_key)
             with tempfile.TemporaryDirectory() as tmp:
                 folder = Path(tmp) / "registrable"
-                merged = load_causal_lm(adapter, resolve_base_model(cfg.model.base)).merge_and_unload()
+                merged = load_causal_lm(adapter, resolve_base(cfg.model, cfg.storage_root()).folder).merge_and_unload()
                 merged.save_pretrained(folder / "merged")
                 self.tokenizer(adapter).save_pretrained(folder / "merged")
                 for path in adapter.iterdir():
@@ -209,7 +208,8 @@ class CausalLM(Objective):
         folder = Path(folder)
         base = None
         if (folder / ADAPTER_CONFIG).is_file():
-            base = resolve_base_model(json.loads((folder / ADAPTER_CONFIG).read_text())["base_model_name_or_path"])
+            settings = json.loads((folder / ADAPTER_CONFIG).read_text())
+            base = resolve_base_model(settings["base_model_name_or_path"], settings.get("revision"))
         return load_causal_lm(folder, base), AutoTokenizer.from_pretrained(folder)
 
     def claims(self, folder_config: dict, adapter_config: dict | None) -> bool:
@@ -242,6 +242,7 @@ def build_trainable(cfg: FinetuneConfig, base: Path):
     model, _ = apply_method(model, cfg.model, [], "CAUSAL_LM")
     if cfg.model.method.value == "lora":
         model.peft_config["default"].base_model_name_or_path = portable_base_name(cfg.model.base)
+        model.peft_config["default"].revision = cfg.model.revision  # the pinned commit of a Hub base
     return model
 
 

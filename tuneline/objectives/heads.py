@@ -92,7 +92,7 @@ class HeadObjective(Objective):
             return headline(self.metrics_from(logits, eval_pred.label_ids, fitted))
 
         def save_folder(trained_model, folder: Path) -> None:
-            save_head_model(trained_model, tokenizer, folder, cfg.model.base, lora)
+            save_head_model(trained_model, tokenizer, folder, cfg.model.base, lora, cfg.model.revision)
 
         return TrainerParts(model=model, collator=self.collator(tokenizer), compute_metrics=compute_metrics,
                             save_folder=save_folder, compute_loss=loss, loss_is_mean=loss is not None,
@@ -124,7 +124,8 @@ class HeadObjective(Objective):
             return self.model_class().from_pretrained(folder), tokenizer
         from peft import PeftModel
 
-        base = resolve_base_model(json.loads((folder / ADAPTER_CONFIG).read_text())["base_model_name_or_path"])
+        settings = json.loads((folder / ADAPTER_CONFIG).read_text())
+        base = resolve_base_model(settings["base_model_name_or_path"], settings.get("revision"))
         model = self.model_class().from_pretrained(base, config=AutoConfig.from_pretrained(folder))
         return PeftModel.from_pretrained(model, folder), tokenizer
 
@@ -195,7 +196,7 @@ def registered_labels(manifest: dict) -> list[str] | None:
     return ((manifest.get("metrics") or {}).get("confusion_matrix") or {}).get("labels")
 
 
-def save_head_model(model, tokenizer, folder: Path, base: str, adapter: bool) -> None:
+def save_head_model(model, tokenizer, folder: Path, base: str, adapter: bool, revision: str | None = None) -> None:
     """A full model folder, or (adapter) adapter_config.json + adapter_model.safetensors plus the task model's
     config.json (labels, problem type, pad token) and the tokenizer. ``save_pretrained`` only: no pickles."""
     model.save_pretrained(folder)
@@ -206,6 +207,7 @@ def save_head_model(model, tokenizer, folder: Path, base: str, adapter: bool) ->
         adapter_config = folder / ADAPTER_CONFIG
         settings = json.loads(adapter_config.read_text())
         settings["base_model_name_or_path"] = portable_base_name(base)
+        settings["revision"] = revision  # the pinned Hub commit (plain PEFT loads the same base)
         adapter_config.write_text(json.dumps(settings, indent=2, sort_keys=True))
     tokenizer.save_pretrained(folder)
 

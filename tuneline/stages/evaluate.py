@@ -14,7 +14,6 @@ from pathlib import Path
 from tuneline import keys, objectives
 from tuneline.config import FinetuneConfig
 from tuneline.data.encoded import require_split
-from tuneline.fingerprints import folder_fingerprint
 from tuneline.metrics import headline
 from tuneline.registry import Registry
 from tuneline.results import Evaluation, Prepared, Trained
@@ -40,7 +39,7 @@ def reference_scores(storage: Storage, prepared: Prepared, cfg: FinetuneConfig) 
     reference = objectives.get(prepared.objective).reference_model(cfg)
     if reference is None:
         return None
-    scores, _ = score_model(storage, reference, folder_fingerprint(str(reference)), prepared, cfg)
+    scores, _ = score_model(storage, reference.folder, reference.identity, prepared, cfg)
     return scores
 
 

@@ -16,16 +16,15 @@ from tuneline import keys, objectives
 from tuneline.config import FinetuneConfig
 from tuneline.data.ingest import load_dataset_frame
 from tuneline.data.splits import SPLITS, assign_splits
-from tuneline.fingerprints import folder_fingerprint
-from tuneline.models.base import resolve_base_model
+from tuneline.models.base import check_max_length, resolve_base
 from tuneline.results import Dataset, Prepared
 from tuneline.storage import Storage
 
 
 def prepare_key(dataset: Dataset, cfg: FinetuneConfig) -> str:
-    base = folder_fingerprint(str(resolve_base_model(cfg.model.base)))
+    base = resolve_base(cfg.model, cfg.storage_root())
     return keys.cache_key(keys.PREPARE_VERSION, cfg.task.value, dataset.fingerprint, cfg.data, cfg.model.max_length,
-                          base)
+                          base.identity)
 
 
 def split_rows(frame, cfg: FinetuneConfig):
@@ -36,13 +35,15 @@ def split_rows(frame, cfg: FinetuneConfig):
 def prepare_splits(storage: Storage, dataset: Dataset, cfg: FinetuneConfig) -> Prepared:
     """Split + fit + encode once per (dataset, objective, settings); returns where the splits are."""
     objective = objectives.get(cfg.task.value)
+    base = resolve_base(cfg.model, cfg.storage_root())
+    check_max_length(base, cfg.model.max_length)  # a config error before any work, never retried
     prefix = keys.prepared_prefix(prepare_key(dataset, cfg))
     if cfg.cache and storage.exists(keys.meta(prefix)):
         return Prepared(**storage.read_json(keys.meta(prefix)), reused=True)
     frame = objective.derive(load_dataset_frame(storage, dataset), cfg)
     splits = assign_splits(frame, cfg.data)
     fitted = objective.fit(frame[splits == "train"], frame, cfg)
-    tokenizer = objective.tokenizer(resolve_base_model(cfg.model.base))
+    tokenizer = objective.tokenizer(base.folder)
     encoded = {split: objective.encode(frame[splits == split], cfg, tokenizer, fitted)
                for split in SPLITS if (splits == split).any()}
     stats = objective.encoded_stats(encoded, cfg)

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from tuneline import objectives
 from tuneline.config import FinetuneConfig
-from tuneline.fingerprints import code_version, folder_fingerprint
+from tuneline.fingerprints import code_version
 from tuneline.metrics import headline
-from tuneline.models.base import resolve_base_model
+from tuneline.models.base import resolve_base
 from tuneline.registry import Registry
 from tuneline.results import Dataset, Evaluation, Prepared, Registered, Trained
 from tuneline.storage import Storage
@@ -20,6 +20,7 @@ from tuneline.storage import Storage
 
 def build_manifest(cfg: FinetuneConfig, dataset: Dataset, prepared: Prepared, trained: Trained,
                    evaluation: Evaluation, run_id: str | None) -> dict:
+    base = resolve_base(cfg.model, cfg.storage_root())
     return {
         "task": cfg.task.value,
         "metrics": evaluation.metrics,
@@ -28,10 +29,8 @@ def build_manifest(cfg: FinetuneConfig, dataset: Dataset, prepared: Prepared, tr
         "config": cfg.model_dump(mode="json"),
         "dataset_fingerprint": dataset.fingerprint,
         "fitted": prepared.fitted,
-        "base_model": {
-            "name": cfg.model.base,
-            "fingerprint": folder_fingerprint(str(resolve_base_model(cfg.model.base))),
-        },
+        "base_model": {"name": cfg.model.base, "fingerprint": base.identity, **base.source},
+        "parent": base.source.get("parent"),  # lineage: the registered version this one continued from
         "training": trained.stored(),
         "code_version": code_version(),
         "run_id": run_id,

@@ -44,7 +44,8 @@ def train_key(prepared: Prepared, cfg: FinetuneConfig) -> str:
     early_stopping = None
     if cfg.training.early_stopping_patience:
         early_stopping = {"metric": cfg.evaluation.metric.value, "every_steps": cfg.training.checkpoint_every_steps}
-    return keys.cache_key(keys.TRAIN_VERSION, prepared.objective, prepared.key, cfg.model,
+    model = cfg.model.model_dump(mode="json", exclude={"token_secret"})  # where a token comes from is not the model
+    return keys.cache_key(keys.TRAIN_VERSION, prepared.objective, prepared.key, model,
                           cfg.training.result_settings(), resolve_precision(cfg.training.precision),
                           max(1, visible_gpu_count()), early_stopping)
 

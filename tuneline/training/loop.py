@@ -20,7 +20,7 @@ from tuneline import keys, objectives
 from tuneline.config import FinetuneConfig, parse_config
 from tuneline.data.encoded import load_split
 from tuneline.fingerprints import files_fingerprint, folder_files
-from tuneline.models.base import resolve_base_model
+from tuneline.models.base import resolve_base
 from tuneline.results import Prepared
 from tuneline.storage import Storage, open_storage
 from tuneline.training.checkpoints import CheckpointStore, checkpoint_callback, step_of
@@ -135,7 +135,7 @@ def build_trainer(cfg: FinetuneConfig, prepared: Prepared, storage: Storage, sto
     from transformers import Trainer
 
     objective = objectives.get(prepared.objective)
-    base = resolve_base_model(cfg.model.base)
+    base = resolve_base(cfg.model, cfg.storage_root()).folder
     tokenizer = objective.tokenizer(base)
     train_set, eval_set = load_split(storage, prepared, "train"), load_split(storage, prepared, "validation")
     if train_set is None:
