@@ -292,7 +292,8 @@ def max_positions(folder: Path) -> int | None:
         return None
     limit = config.get("max_position_embeddings") or config.get("n_positions") or config.get("max_seq_len")
     if limit and config.get("model_type") in ("roberta", "xlm-roberta", "camembert", "longformer"):
-        limit -= (config.get("pad_token_id") or 1) + 1  # positions start after the padding index
+        pad = config.get("pad_token_id")
+        limit -= (1 if pad is None else pad) + 1  # positions start after the padding index
     return limit
 
 

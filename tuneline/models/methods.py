@@ -26,6 +26,7 @@ LORA_TARGETS = {
     "mpnet": ["q", "k", "v"],
     "distilbert": ["q_lin", "k_lin", "v_lin"],
     "deberta-v2": ["query_proj", "key_proj", "value_proj"],
+    "modernbert": ["Wqkv"],  # q, k and v in one fused projection
     "llama": ["q_proj", "k_proj", "v_proj", "o_proj"],
 }
 
@@ -76,15 +77,30 @@ def lora_targets(configured: list[str] | None, model_type: str) -> list[str]:
     raise ConfigError(f"model.lora.target_modules: no default for model type {model_type!r}; name the modules")
 
 
+def head_modules(model, new_weights: list[str]) -> list[str]:
+    """The outermost modules holding only new weights: RoBERTa's whole ``classifier``, not its ``dense`` and
+    ``out_proj``. PEFT adds ``classifier`` / ``score`` to ``modules_to_save`` itself and matches names by suffix,
+    so saving the inner modules as well would nest one saved copy in another and leave the head untrained."""
+    new, found = set(new_weights), set()
+    for weight in new:
+        path = weight.split(".")[:-1]
+        for depth in range(1, len(path) + 1):
+            name = ".".join(path[:depth])
+            inside = [f"{name}.{inner}" for inner, _ in model.get_submodule(name).named_parameters()]
+            if inside and new.issuperset(inside):
+                found.add(name)
+                break
+    return sorted(found)
+
+
 def add_lora(model, model_cfg, new_weights: list[str], peft_task_type: str):
     """Wrap with LoRA adapters; the new head (``new_weights``' modules) trains in full and is saved."""
     from peft import LoraConfig, get_peft_model
 
     lora = model_cfg.lora
-    head_modules = sorted({name.rsplit(".", 1)[0] for name in new_weights}) or None  # e.g. "classifier"
     settings = LoraConfig(task_type=peft_task_type, r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
                           target_modules=lora_targets(lora.target_modules, model.config.model_type),
-                          modules_to_save=head_modules)
+                          modules_to_save=head_modules(model, new_weights) or None)
     try:
         return get_peft_model(model, settings)
     except ValueError as err:  # e.g. a target module that does not exist
