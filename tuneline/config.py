@@ -147,7 +147,10 @@ class ModelConfig(_Section):
 
 class TrainingConfig(_Section):
     epochs: float = Field(3, gt=0, le=100, description="Passes over the training split.")
-    learning_rate: float = Field(1e-4, gt=0, lt=1, description="Peak AdamW rate; small encoders like MiniLM want ~1e-4.")
+    learning_rate: float | None = Field(
+        None, gt=0, lt=1, description="Peak AdamW rate; none: the method's default (full 1e-4, freeze 1e-3, lora "
+        "2e-3: fewer trained weights take larger steps; measured in benchmarks/learning_rates.py)."
+    )
     batch_size: int = Field(16, ge=1, description="Examples per device per step.")
     gradient_accumulation: int = Field(1, ge=1, description="Steps accumulated per optimizer update.")
     warmup_ratio: float = Field(0.1, ge=0, lt=1, description="Share of steps with a linearly rising rate.")
@@ -173,6 +176,15 @@ class TrainingConfig(_Section):
         """The settings that change the trained weights (checkpoint cadence and timeouts do not)."""
         return self.model_dump(mode="json", exclude={"checkpoint_every_steps", "checkpoint_every_minutes",
                                                      "timeout_minutes"})
+
+
+# training.learning_rate when unset, per model.method (README "Learning-rate defaults" has the measurements).
+METHOD_LEARNING_RATES = {"full": 1e-4, "freeze": 1e-3, "lora": 2e-3}
+
+
+def learning_rate(cfg: FinetuneConfig) -> float:
+    """The peak rate a run trains with: training.learning_rate, else its method's default."""
+    return cfg.training.learning_rate or METHOD_LEARNING_RATES[cfg.model.method.value]
 
 
 class RetryConfig(_Section):

@@ -26,7 +26,6 @@ from typing import Any
 from tuneline.fingerprints import content_key
 
 # Stage versions: bump when a stage's code changes what it writes.
-INGEST_VERSION = 1
 VALIDATE_VERSION = 2      # 2: keyed by objective (a verdict is never shared between task kinds)
 PREPARE_VERSION = 2       # 2: objectives encode; fitted parameters in meta.json
 TRAIN_VERSION = 2         # 2: objectives build the model; precision and processes in the key

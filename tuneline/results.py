@@ -72,6 +72,7 @@ class Trained(StageResult):
     model_fingerprint: str
     objective: str
     method: str
+    learning_rate: float | None = None
     precision: str
     device: str
     processes: int

@@ -159,3 +159,24 @@ def test_an_s3_base_folder_trains_an_adapter_that_a_later_run_continues_merged(s
     v2 = Registry(LocalStorage(store)).manifest("from-s3", 2)
     assert v2["parent"]["version"] == 1 and summary["gate"]["passed"]
     assert (store / "registry/from-s3/versions/000002/model/model.safetensors").is_file(), "a plain folder"
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_a_token_from_a_prefect_secret_block_reaches_the_hub_client_only(hub_home, monkeypatch):
+    from prefect import flow
+    from prefect.blocks.system import Secret
+
+    from tasks.base_model import pin_base_model
+
+    monkeypatch.setenv("HF_TOKEN", "placeholder")  # restored after the test, whatever the flow sets
+    Secret(value=TOKEN).save("tuneline-test-hf-token", overwrite=True)
+    config = parse_config({"name": "m", "data": {"source": "d.csv"},
+                           "model": {"base": HUB_ID, "token_secret": "tuneline-test-hf-token"}})
+
+    @flow
+    def pin() -> dict:
+        return pin_base_model(config).model.model_dump()
+
+    model = pin()
+    assert os.environ["HF_TOKEN"] == TOKEN, "huggingface_hub reads HF_TOKEN"
+    assert model["revision"] == MAIN and TOKEN not in json.dumps(model)

@@ -298,3 +298,12 @@ def test_registry_accepts_an_adapter_folder_and_still_refuses_pickles(tmp_path):
     (folder / "training_args.bin").write_bytes(b"pickle")
     with pytest.raises(RegistryError, match="pickled"):
         check_model_folder(folder)
+
+
+def test_an_unset_learning_rate_takes_the_method_default_and_an_explicit_one_wins():
+    from tuneline.config import METHOD_LEARNING_RATES, learning_rate
+
+    for method in ("full", "freeze", "lora"):
+        assert learning_rate(config(model={"method": method})) == METHOD_LEARNING_RATES[method]
+    assert METHOD_LEARNING_RATES["full"] < METHOD_LEARNING_RATES["freeze"] < METHOD_LEARNING_RATES["lora"]
+    assert learning_rate(config(model={"method": "lora"}, training={"learning_rate": 3e-4})) == 3e-4

@@ -39,7 +39,7 @@ def test_trial_config_applies_values_and_validates(tmp_path):
     base = parse_config(make_config(tmp_path / "d.csv", tmp_path / "s"))
     trial = trial_config(base, {"training.learning_rate": 3e-4, "training.epochs": 2}, 0)
     assert trial.training.learning_rate == 3e-4 and trial.training.epochs == 2
-    assert trial.data == base.data and base.training.learning_rate == 1e-4  # the base is untouched
+    assert trial.data == base.data and base.training.learning_rate is None  # the base is untouched (method default)
     with pytest.raises(ConfigError, match=r"sweep trial 1 .*training.learning_rate"):
         trial_config(base, {"training.learning_rate": -1}, 1)
 

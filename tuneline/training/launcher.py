@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Callable
 
 from tuneline import keys, objectives
-from tuneline.config import FinetuneConfig, Precision
+from tuneline.config import FinetuneConfig, Precision, learning_rate
 from tuneline.errors import ConfigError
 from tuneline.results import Prepared, Trained
 from tuneline.storage import Storage
@@ -46,7 +46,7 @@ def train_key(prepared: Prepared, cfg: FinetuneConfig) -> str:
         early_stopping = {"metric": cfg.evaluation.metric.value, "every_steps": cfg.training.checkpoint_every_steps}
     model = cfg.model.model_dump(mode="json", exclude={"token_secret"})  # where a token comes from is not the model
     return keys.cache_key(keys.TRAIN_VERSION, prepared.objective, prepared.key, model,
-                          cfg.training.result_settings(), resolve_precision(cfg.training.precision),
+                          cfg.training.result_settings(), learning_rate(cfg), resolve_precision(cfg.training.precision),
                           max(1, visible_gpu_count()), early_stopping)
 
 

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from tuneline import keys, objectives
-from tuneline.config import FinetuneConfig, parse_config
+from tuneline.config import FinetuneConfig, learning_rate, parse_config
 from tuneline.data.encoded import load_split
 from tuneline.fingerprints import files_fingerprint, folder_files
 from tuneline.models.base import resolve_base
@@ -55,7 +55,7 @@ def training_arguments(cfg: FinetuneConfig, output_dir: Path, precision: str, ha
     return TrainingArguments(
         output_dir=str(output_dir),
         num_train_epochs=t.epochs,
-        learning_rate=t.learning_rate,
+        learning_rate=learning_rate(cfg),
         per_device_train_batch_size=batch_size,
         per_device_eval_batch_size=max(batch_size, 32),
         gradient_accumulation_steps=accumulation,
@@ -230,6 +230,7 @@ def fine_tune(spec: dict) -> dict:
         "model_fingerprint": fingerprint,
         "objective": prepared.objective,
         "method": cfg.model.method.value,
+        "learning_rate": learning_rate(cfg),
         "precision": precision,
         "device": str(trainer.args.device),
         "processes": trainer.args.world_size,
