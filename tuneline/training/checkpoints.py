@@ -3,7 +3,9 @@
 Reads and writes ``candidates/<key>/checkpoints/checkpoint-<step>/`` (HF Trainer's
 format: weights, optimizer, scheduler, RNG state, trainer state with the data
 position). A checkpoint counts only once its ``COMPLETE`` marker exists, written
-after every file is saved (and uploaded, for S3); older checkpoints are pruned only
+after every file is saved, fsynced (and uploaded, for S3). The marker lists every file's size
+and sha256: a checkpoint whose files no longer match (a truncated or altered file) is discarded
+on resume and the previous complete one is used. Older checkpoints are pruned only
 after a newer one is complete, and the checkpoint that trainer_state.json names as
 ``best_model_checkpoint`` (early stopping) is never pruned while it is the best.
 A half-written checkpoint is never loaded.
@@ -12,12 +14,14 @@ A half-written checkpoint is never loaded.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import signal
 import time
 from pathlib import Path
 
+from tuneline.fingerprints import folder_files, sha256_file
 from tuneline.storage import LocalStorage, Storage
 
 MARKER = "COMPLETE"
@@ -48,11 +52,23 @@ class CheckpointStore:
                       if step_of(n) >= 0 and self.storage.exists(f"{self.prefix}/{n}/{MARKER}"))
 
     def newest_complete(self) -> Path | None:
-        """A local folder with the newest complete checkpoint (downloaded if needed), or None."""
+        """A local folder with the newest intact complete checkpoint (downloaded if needed), or None.
+
+        A complete checkpoint whose files no longer match its marker is discarded, and the one before it used.
+        """
         steps = self.complete_steps()
-        if not steps:
+        local = None
+        while steps:
+            local = self._fetch(f"checkpoint-{steps[-1]}")
+            damage = self.damage(local, steps[-1])
+            if not damage:
+                break
+            print(f"checkpoint-{steps[-1]} is damaged ({damage}); discarding it and resuming from an older one",
+                  flush=True)
+            self._discard(f"checkpoint-{steps.pop()}")
+            local = None
+        if local is None:
             return None
-        local = self._fetch(f"checkpoint-{steps[-1]}")
         best = self.best_step(local)
         if best is not None and best in steps:  # early stopping: the best one must be here to restore it
             self._fetch(f"checkpoint-{best}")
@@ -88,11 +104,29 @@ class CheckpointStore:
         state["best_model_checkpoint"] = str(best)
         state_file.write_text(json.dumps(state, indent=2, sort_keys=True))
 
+    def damage(self, local: Path, step: int) -> str | None:
+        """What is wrong with a complete checkpoint's files compared with its marker, or None."""
+        expected = json.loads(self.storage.read_bytes(f"{self.prefix}/checkpoint-{step}/{MARKER}")).get("files")
+        for relative, entry in (expected or {}).items():  # markers before checksums list no files
+            path = local / relative
+            if not path.is_file():
+                return f"{relative} is missing"
+            if path.stat().st_size != entry["size"] or sha256_file(path) != entry["sha256"]:
+                return f"{relative} does not match its checksum"
+        return None
+
+    def _discard(self, name: str) -> None:
+        self.storage.delete_prefix(f"{self.prefix}/{name}")
+        shutil.rmtree(self.local / name, ignore_errors=True)
+
     def mark_complete(self, step: int) -> None:
-        """Publish ``checkpoint-<step>``: upload it (S3), write the marker last, prune older ones."""
+        """Publish ``checkpoint-<step>``: fsync its files, upload it (S3), write the marker last (with every
+        file's size and sha256), prune older ones."""
         name = f"checkpoint-{step}"
         local = self.local / name
-        marker = json.dumps({"step": step, "completed_at": time.time()}).encode()
+        sync_folder(local)
+        marker = json.dumps({"step": step, "completed_at": time.time(),
+                             "files": {k: v for k, v in folder_files(local).items() if k != MARKER}}).encode()
         if self.mirrored:
             self.storage.put_dir(local, f"{self.prefix}/{name}")
         self.storage.write_bytes(f"{self.prefix}/{name}/{MARKER}", marker)
@@ -131,6 +165,20 @@ class CheckpointStore:
         self.storage.delete_prefix(self.prefix)
         shutil.rmtree(self.local, ignore_errors=True)
         self.local.mkdir(parents=True, exist_ok=True)
+
+
+def sync_folder(folder: Path) -> None:
+    """fsync every file and the folders holding them: the data is on disk before the marker says so."""
+    for path in sorted(folder.rglob("*")):
+        if path.is_file():
+            with path.open("rb") as handle:
+                os.fsync(handle.fileno())
+    for directory in [folder, *(p for p in folder.rglob("*") if p.is_dir())]:
+        descriptor = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
 
 
 def checkpoint_callback(store: CheckpointStore, every_minutes: float | None):
