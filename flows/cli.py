@@ -163,7 +163,7 @@ def command_models(args) -> int:
         from tuneline.fingerprints import code_version
         from tuneline.registry import REF_PATTERN
 
-        if not REF_PATTERN.match(args.name) or ":" in args.name or "@" in args.name:
+        if not REF_PATTERN.fullmatch(args.name) or ":" in args.name or "@" in args.name:
             raise TunelineError(f"model name {args.name!r}: use lowercase letters, digits, '.', '_' or '-'")
         manifest = registry.register(args.name, Path(args.folder).expanduser().resolve(), {
             "source": "push", "pushed_from": str(Path(args.folder).resolve()), "code_version": code_version(),

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from tuneline.errors import ConfigError
 from tuneline.objectives import OBJECTIVES, all_metrics, lower_is_better
@@ -95,6 +95,14 @@ class DataConfig(_Section):
         TargetScaling.none, description="Regression: scale targets with training-split statistics (saved in the "
         "model's config as tuneline_target_scaling; predictions are un-scaled)."
     )
+
+    @field_validator("labels")
+    @classmethod
+    def _labels_once_each(cls, labels: list[str] | None) -> list[str] | None:
+        repeated = sorted({label for label in labels or [] if labels.count(label) > 1})
+        if repeated:  # a repeated label would take a class id that no row can ever get
+            raise ValueError(f"{repeated} listed more than once; each label needs exactly one id")
+        return labels
 
     @model_validator(mode="after")
     def _fractions_leave_training_rows(self) -> DataConfig:
@@ -298,6 +306,8 @@ def format_validation_error(err: ValidationError, where: str) -> str:
             message = "unknown key"
         elif item["type"] == "missing":
             message = "required key is missing"
+        elif item["type"] == "value_error":
+            message = message.removeprefix("Value error, ")
         lines.append(f"  {path}: {message}")
     return "\n".join(lines)
 

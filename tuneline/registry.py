@@ -25,9 +25,9 @@ from tuneline.fingerprints import files_fingerprint, folder_files, sha256_file
 from tuneline.keys import version_dir
 from tuneline.storage import Storage, check_key
 
-ALIAS_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+ALIAS_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")  # always fullmatch: "$" accepts a trailing newline
 MAX_CAS_ATTEMPTS = 50
-REF_PATTERN = re.compile(r"^(?P<name>[a-z0-9][a-z0-9._-]*)(?::(?P<version>\d+)|@(?P<alias>[A-Za-z0-9._-]+))?$")
+REF_PATTERN = re.compile(r"(?P<name>[a-z0-9][a-z0-9._-]{0,63})(?::(?P<version>\d{1,9})|@(?P<alias>[A-Za-z0-9._-]{1,64}))?")
 
 
 def now_iso() -> str:
@@ -35,7 +35,7 @@ def now_iso() -> str:
 
 
 def alias_key(name: str, alias: str) -> str:
-    if not ALIAS_PATTERN.match(alias):
+    if not ALIAS_PATTERN.fullmatch(alias):
         raise RegistryError(f"alias {alias!r}: use letters, digits, '.', '_' or '-'")
     return keys.alias_pointer(name, alias)
 
@@ -48,6 +48,10 @@ def check_model_folder(folder: Path) -> None:
     and no pickled files."""
     if not folder.is_dir():
         raise RegistryError(f"{folder}: not a folder")
+    links = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_symlink())
+    if links:  # a link could carry any file the process can read (a secret) into the registry
+        raise RegistryError(f"{folder}: holds symbolic links {links[:5]}; copy the files themselves "
+                            "(cp -rL) and push that folder")
     pickles = sorted(p.name for p in folder.rglob("*") if p.suffix.lower() in PICKLE_SUFFIXES)
     if pickles:
         raise RegistryError(f"{folder}: holds pickled files {pickles}; only safetensors weights are accepted "
@@ -104,7 +108,7 @@ class Registry:
 
     def resolve(self, ref: str) -> tuple[str, int]:
         """``NAME``, ``NAME:VERSION`` or ``NAME@ALIAS`` -> (name, version); NAME alone is the latest."""
-        match = REF_PATTERN.match(ref)
+        match = REF_PATTERN.fullmatch(ref)
         if not match:
             raise RegistryError(f"model reference {ref!r}: expected NAME, NAME:VERSION or NAME@ALIAS")
         name = match["name"]
@@ -172,7 +176,12 @@ class Registry:
             "files": files,
             "registered_at": now_iso(),
         }
-        self.storage.write_json(f"{prefix}/manifest.json", manifest)
+        body = json.dumps(manifest, indent=2, sort_keys=True, default=str).encode()
+        if not self.storage.create_exclusive(f"{prefix}/manifest.json", body):  # versions are immutable
+            written = self.manifest(name, version)  # a concurrent retry of the same claim finished first
+            if written["model_fingerprint"] != fingerprint:
+                raise RegistryError(f"{name}:{version} was completed with other files meanwhile; register again")
+            return {**written, "existing": True}
         return {**manifest, "existing": False}
 
     def promote(self, name: str, version: int, alias: str, by: str | None = None,

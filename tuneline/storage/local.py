@@ -15,6 +15,14 @@ from pathlib import Path
 from tuneline.storage.base import Storage, check_key
 
 
+def shareable(path: str) -> None:
+    """The mode a plain ``open`` would give (0666 less the umask): mkstemp's 0600 would hide a shared
+    registry folder from every other user."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
+
+
 class LocalStorage(Storage):
     def __init__(self, root: str | Path):
         self.root = Path(root).expanduser().resolve()
@@ -37,6 +45,7 @@ class LocalStorage(Storage):
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
+        shareable(tmp)
         os.replace(tmp, target)
 
     def create_exclusive(self, key: str, data: bytes) -> bool:
@@ -50,6 +59,7 @@ class LocalStorage(Storage):
                 handle.write(data)
                 handle.flush()
                 os.fsync(handle.fileno())
+            shareable(tmp)
             os.link(tmp, target)
         except FileExistsError:
             return False
@@ -96,6 +106,7 @@ class LocalStorage(Storage):
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
         os.close(fd)
         shutil.copyfile(local, tmp)
+        shareable(tmp)
         os.replace(tmp, target)
 
     def get_file(self, key: str, local: Path) -> None:

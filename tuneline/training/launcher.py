@@ -56,15 +56,33 @@ def candidate_prefix(prepared: Prepared, cfg: FinetuneConfig, run_id: str | None
 
 
 def progress_lines(log_line: Callable[[str], None], on_progress: Callable[[dict], None] | None):
-    """Route the child's ``PROGRESS {json}`` lines to ``on_progress``; everything else to the (rate-limited) log."""
+    """Route the child's ``PROGRESS {json}`` lines to ``on_progress``; everything else to the (rate-limited) log.
+
+    Reporting is best effort: a line that is not progress JSON is logged as text, and a failing
+    ``on_progress`` (e.g. the Prefect API is down) is logged once per kind and ignored. Neither may stop
+    the log reader, since a reader that stops leaves the child blocked on a full pipe.
+    """
     limited = RateLimitedLog(log_line)
+    reported: set[str] = set()
 
     def route(line: str) -> None:
-        if line.startswith(PROGRESS_PREFIX):
-            if on_progress:
-                on_progress(json.loads(line[len(PROGRESS_PREFIX):]))
-        else:
+        if not line.startswith(PROGRESS_PREFIX):
             limited(line)
+            return
+        try:
+            report = json.loads(line[len(PROGRESS_PREFIX):])
+        except ValueError:
+            limited(line)
+            return
+        if on_progress is None:
+            return
+        try:
+            on_progress(report)
+        except Exception as err:  # noqa: BLE001 - progress must never stop training
+            kind = type(err).__name__
+            if kind not in reported:
+                reported.add(kind)
+                log_line(f"progress not reported ({kind}: {err}); training goes on")
 
     return route
 
