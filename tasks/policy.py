@@ -40,7 +40,9 @@ def stage(name: str):
         def run(*args, **kwargs):
             return fn(*args, **kwargs).model_copy(update={"attempts": task_run.run_count})
 
-        return task(name=name, retry_condition_fn=is_transient, retry_jitter_factor=0.5)(run)
+        # log_prints off: the flows' print-to-log would also catch what libraries print to a captured
+        # stdout (dill disassembles every function datasets.map fingerprints: ~100 lines of bytecode).
+        return task(name=name, retry_condition_fn=is_transient, retry_jitter_factor=0.5, log_prints=False)(run)
 
     return decorate
 

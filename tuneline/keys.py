@@ -87,6 +87,10 @@ def training_log(prefix: str) -> str:
     return f"{prefix}/train.log"
 
 
+def failed_training_log(prefix: str, stamp: str) -> str:
+    return f"{prefix}/train-failed-{stamp}.log"
+
+
 def oom_adjustment(prefix: str) -> str:
     return f"{prefix}/oom-adjustment.json"
 

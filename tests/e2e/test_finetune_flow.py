@@ -94,6 +94,7 @@ def test_cli_run_json_then_list_show_pull(tmp_path):
     done = run_cli("run", str(EXAMPLES / "demo.yaml"), "--json", "--set", f"storage={store}",
                    "--set", "training.epochs=1", cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
+    assert "LOAD_GLOBAL" not in done.stderr + done.stdout, "no bytecode disassembly in the run log"
     summary = json.loads(done.stdout.strip().splitlines()[-1])
     assert summary["model"] == "demo-sentiment" and summary["version"] == 1
     assert summary["uri"].startswith(str(store))

@@ -1,4 +1,5 @@
-"""Fault: the newest complete checkpoint is damaged (a truncated ``model.safetensors``).
+"""Fault: the newest complete checkpoint is damaged (a truncated ``model.safetensors``); and what a
+killed attempt leaves: its whole log beside the candidate, its last lines in the error, no scratch folder.
 
 Caused for real: a training process is SIGKILLed after its second complete checkpoint, the newest
 checkpoint's weights are truncated on disk, and the next run must discard that checkpoint (its files no
@@ -51,15 +52,24 @@ def kill_after_two_checkpoints(root: Path, done: threading.Event) -> None:
         time.sleep(0.05)
 
 
-def test_a_damaged_newest_checkpoint_is_discarded_and_the_previous_one_resumes(demo_csv, tmp_path):
+def test_a_damaged_newest_checkpoint_is_discarded_and_the_previous_one_resumes(demo_csv, tmp_path, monkeypatch):
+    import tempfile
+
     from flows.finetune import finetune
 
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))  # where this process's training scratch goes
     root = tmp_path / "store"
     killed = threading.Event()
     threading.Thread(target=kill_after_two_checkpoints, args=(root, killed), daemon=True).start()
-    with pytest.raises(Exception, match="training process ended with signal SIGKILL"):
+    with pytest.raises(Exception, match="training process ended with signal SIGKILL") as failure:
         finetune(config=config(demo_csv, root, attempts=1))
     assert killed.is_set()
+    logs = list(root.glob("candidates/*/train-failed-*.log"))
+    assert len(logs) == 1 and "checkpoint saved at step" in logs[0].read_text(), "the whole log is kept"
+    assert str(logs[0]) in str(failure.value) and "checkpoint saved at step" in str(failure.value)
+    assert not list(scratch.glob("tuneline-train-*")), "no scratch folder is left behind"
     checkpoints = sorted(root.glob("candidates/*/checkpoints/checkpoint-*/COMPLETE"),
                          key=lambda marker: int(marker.parent.name.split("-")[1]))
     older, newest = (int(m.parent.name.split("-")[1]) for m in checkpoints[-2:])

@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Callable
 
@@ -23,7 +24,8 @@ from tuneline.storage import Storage
 from tuneline.training.child import RateLimitedLog, run_process
 from tuneline.training.gpu_launch import training_command, visible_gpu_count
 from tuneline.training.outcomes import (EXIT_INPUT_ERROR, EXIT_KINDS, EXIT_OUT_OF_MEMORY, EXIT_PREEMPTED,
-                                        PROGRESS_PREFIX, OutOfMemory, TrainingInputError, TrainingInterrupted)
+                                        PARENT_PID_ENV, PROGRESS_PREFIX, OutOfMemory, TrainingInputError,
+                                        TrainingInterrupted)
 
 
 def resolve_precision(precision: Precision) -> str:
@@ -99,29 +101,57 @@ def train_candidate(storage: Storage, prepared: Prepared, cfg: FinetuneConfig, l
     if cfg.cache and storage.exists(record):
         return Trained(**storage.read_json(record), reused=True)
     scratch = Path(tempfile.mkdtemp(prefix="tuneline-train-"))
+    try:
+        return run_attempt(storage, prepared, cfg, prefix, scratch, log_line, on_progress)
+    finally:  # scratch holds checkpoint copies on S3 roots: never left behind, whatever happened
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def run_attempt(storage: Storage, prepared: Prepared, cfg: FinetuneConfig, prefix: str, scratch: Path,
+                log_line: Callable[[str], None], on_progress: Callable[[dict], None] | None) -> Trained:
+    """One training attempt in a child process; its failure carries the log's last lines and where the log is."""
     spec = {"config": cfg.model_dump(mode="json"), "prepared": prepared.model_dump(mode="json"),
             "storage_root": storage.root_uri, "prefix": prefix, "scratch": str(scratch)}
     (scratch / "spec.json").write_text(json.dumps(spec))
     timeout = cfg.training.timeout_minutes * 60 if cfg.training.timeout_minutes else None
+    log = scratch / "train.log"
     code, timed_out = run_process(training_command(scratch / "spec.json"),
-                                  progress_lines(log_line, on_progress), scratch / "train.log", timeout_s=timeout,
-                                  env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                                  progress_lines(log_line, on_progress), log, timeout_s=timeout,
+                                  env={**os.environ, "PYTHONUNBUFFERED": "1", PARENT_PID_ENV: str(os.getpid())},
                                   on_start=lambda pid: (scratch / "pid").write_text(str(pid)))
     error, kind = scratch / "error.txt", scratch / "exit-kind"
     message = error.read_text() if error.exists() else ""
     code = EXIT_KINDS.get(kind.read_text().strip(), code) if code and kind.exists() else code  # torchrun says 1
     if code == 0:
-        storage.put_file(scratch / "train.log", keys.training_log(prefix))
-        shutil.rmtree(scratch, ignore_errors=True)
-        return Trained(**storage.read_json(record))
+        storage.put_file(log, keys.training_log(prefix))
+        return Trained(**storage.read_json(keys.training_record(prefix)))
+    where = f"log: {keep_failed_log(storage, log, prefix)}\n{last_lines(log)}"
     if code == EXIT_INPUT_ERROR:
         raise TrainingInputError(message)
     if code == EXIT_OUT_OF_MEMORY:
         raise OutOfMemory(message or "CUDA out of memory")
     if timed_out:
-        raise TrainingInterrupted(f"training exceeded training.timeout_minutes={cfg.training.timeout_minutes}")
-    raise TrainingInterrupted(f"training process ended with {describe_exit(code)}; log: {scratch / 'train.log'}"
-                              + (f"\n{message}" if message else ""))
+        raise TrainingInterrupted(f"training exceeded training.timeout_minutes={cfg.training.timeout_minutes}; {where}")
+    raise TrainingInterrupted(f"training process ended with {describe_exit(code)}; {where}")
+
+
+def keep_failed_log(storage: Storage, log: Path, prefix: str) -> str:
+    """The failed attempt's whole log, uploaded beside the candidate (the worker's disk is not kept)."""
+    key = keys.failed_training_log(prefix, time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()))
+    try:
+        storage.put_file(log, key)
+    except Exception as err:  # noqa: BLE001 - the storage may be the reason the attempt failed
+        return f"not uploaded ({type(err).__name__}); it was {log}"
+    return storage.uri(key)
+
+
+def last_lines(log: Path, count: int = 20) -> str:
+    """The end of the child's log: the traceback a rate-limited run log may have dropped."""
+    try:
+        lines = log.read_text(errors="replace").splitlines()
+    except OSError:
+        return ""
+    return "\n".join(lines[-count:])
 
 
 def describe_exit(code: int) -> str:

@@ -13,6 +13,8 @@ EXIT_OUT_OF_MEMORY = 75  # CUDA OOM; the next attempt halves the per-device batc
 EXIT_PREEMPTED = 143  # SIGTERM: a checkpoint was written before exiting
 EXIT_KINDS = {"input": EXIT_INPUT_ERROR, "oom": EXIT_OUT_OF_MEMORY, "preempted": EXIT_PREEMPTED}
 PROGRESS_PREFIX = "PROGRESS "  # a child's stdout line carrying JSON progress for the parent
+PARENT_PID_ENV = "TUNELINE_PARENT_PID"  # the launching process: the child exits when it is gone
+EXIT_ORPHANED = 70  # the launching process died: the child stops without writing anything more
 
 
 class TrainingInputError(TunelineError):

@@ -10,15 +10,45 @@ from __future__ import annotations
 import json
 import os
 import sys
+import threading
+import time
 import traceback
 from pathlib import Path
 
 from tuneline.errors import TunelineError
 from tuneline.training.loop import fine_tune
-from tuneline.training.outcomes import EXIT_INPUT_ERROR, EXIT_OUT_OF_MEMORY, EXIT_PREEMPTED
+from tuneline.training.outcomes import (EXIT_INPUT_ERROR, EXIT_ORPHANED, EXIT_OUT_OF_MEMORY, EXIT_PREEMPTED,
+                                        PARENT_PID_ENV)
+
+
+def alive(pid: int) -> bool:
+    """The process exists and is not a zombie (killed, waiting to be reaped)."""
+    try:
+        os.kill(pid, 0)
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError, IndexError):
+        return True
+
+
+def exit_with_the_launcher(poll_s: float = 0.5) -> None:
+    """A child never outlives the process that launched it (the flow, also through torchrun): when that
+    process is gone, stop at once, before another checkpoint is published or pruned."""
+    launcher, parent = int(os.environ.get(PARENT_PID_ENV, "0")), os.getppid()
+
+    def watch() -> None:
+        while True:
+            time.sleep(poll_s)
+            if os.getppid() != parent or (launcher and not alive(launcher)):
+                print("the launching process is gone: stopping without writing anything more", flush=True)
+                os._exit(EXIT_ORPHANED)
+
+    threading.Thread(target=watch, name="launcher-watchdog", daemon=True).start()
 
 
 def main(spec_path: str) -> int:
+    exit_with_the_launcher()
     spec_file = Path(spec_path)
     rank = os.environ.get("RANK", "0")
     error = spec_file.with_name("error.txt" if rank == "0" else f"error-rank{rank}.txt")
