@@ -92,11 +92,26 @@ def read_table(path: Path, fmt: str = "auto") -> pd.DataFrame:
     if frame.empty:
         raise DataError(f"{path}: no data rows (only a header or nothing)")
     frame.columns = [str(c).strip() for c in frame.columns]
+    repeated = sorted({c for c in frame.columns if list(frame.columns).count(c) > 1})
+    if repeated:
+        raise DataError(f"{path}: column names {repeated} appear more than once (after trimming spaces); "
+                        "rename them so each column has one name")
     return frame
 
 
+def _kind(value) -> str | None:
+    """A JSON value's kind for the one-type-per-column check (ints and floats are both numbers)."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    return {str: "string", list: "list", dict: "object"}.get(type(value), type(value).__name__)
+
+
 def _read_jsonl(text: str, path: Path) -> pd.DataFrame:
-    rows = []
+    rows, first_kind = [], {}  # column -> (kind, line) of its first non-null value
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
@@ -106,6 +121,12 @@ def _read_jsonl(text: str, path: Path) -> pd.DataFrame:
             raise DataError(f"{path}: line {number} is not valid JSON: {err.msg}") from None
         if not isinstance(row, dict):
             raise DataError(f"{path}: line {number} is a JSON {type(row).__name__}, expected an object")
+        for column, value in row.items():
+            kind = _kind(value)
+            seen = first_kind.setdefault(column, (kind, number)) if kind else None
+            if seen and seen[0] != kind:
+                raise DataError(f"{path}: line {number}: column {column!r} holds a {kind} where line {seen[1]} "
+                                f"holds a {seen[0]}; a column needs one type (quote numbers meant as text)")
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -141,7 +162,11 @@ def ingest_dataset(source: str, storage: Storage, fmt: str = "auto", reuse: bool
     data = pd.concat(frames, ignore_index=True)
     with tempfile.TemporaryDirectory() as tmp:
         local = Path(tmp) / "data.parquet"
-        data.to_parquet(local, index=False)
+        try:
+            data.to_parquet(local, index=False)
+        except (ValueError, TypeError) as err:  # pyarrow's ArrowInvalid / ArrowTypeError: mixed types across files
+            raise DataError(f"data.source: {source}: a column mixes types across rows or files and cannot be "
+                            f"stored: {_first_line(err)}") from None
         storage.put_file(local, f"{prefix}/data.parquet")
     dataset = Dataset(fingerprint=fingerprint, key=prefix, uri=storage.uri(f"{prefix}/data.parquet"), rows=len(data),
                       columns=columns, source=source, files=[p.name for p in files])

@@ -1,0 +1,46 @@
+"""Faults in data files: one clear error naming file, column and line, raised once (never retried).
+
+Before: mixed types in a JSONL column escaped as pyarrow's ArrowTypeError and duplicate CSV columns as a
+ValueError; both were classed as transient and retried with backoff (about 50 s) before failing.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from tests.conftest import make_config
+from tuneline.config import parse_config
+from tuneline.errors import DataError
+
+pytestmark = pytest.mark.usefixtures("prefect_harness")
+
+
+def run(source, tmp_path):
+    from flows.finetune import finetune
+
+    raw = make_config(source, tmp_path / "store", retries={"attempts": 3, "backoff_seconds": 5})
+    started = time.monotonic()
+    with pytest.raises(DataError) as failure:
+        finetune(config=parse_config(raw))
+    return str(failure.value), time.monotonic() - started
+
+
+def test_a_jsonl_column_with_mixed_types_names_file_column_and_line(tmp_path):
+    rows = [{"text": f"review {i}", "label": "positive" if i % 2 else "negative"} for i in range(30)]
+    rows[17]["text"] = 17  # a number where every other row has text
+    source = tmp_path / "reviews.jsonl"
+    source.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    message, seconds = run(source, tmp_path)
+    assert str(source) in message and "line 18" in message and "'text'" in message and "line 1 " in message
+    assert seconds < 5, "a data error is not retried (the first retry alone would wait 5 s)"
+
+
+def test_duplicate_csv_columns_after_trimming_are_named(tmp_path):
+    source = tmp_path / "reviews.csv"
+    source.write_text("text,label, text\n" + "".join(f"review {i},negative,x\n" for i in range(30)))
+    message, seconds = run(source, tmp_path)
+    assert str(source) in message and "['text']" in message and "more than once" in message
+    assert seconds < 5
