@@ -40,6 +40,25 @@ def demo_csv(tmp_path: Path) -> Path:
     return target
 
 
+def children_of(pid: int, command: bytes = b"") -> list[int]:
+    """Processes whose parent is ``pid`` (and whose command line holds ``command``), from /proc."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                if parent == pid and command in (entry / "cmdline").read_bytes():
+                    found.append(int(entry.name))
+            except (OSError, ValueError, IndexError):
+                continue
+    return found
+
+
+def training_pids() -> list[int]:
+    """This test process's own training children (other pytest workers train at the same time)."""
+    return children_of(os.getpid(), b"tuneline.training.process")
+
+
 def make_config(source: Path | str, storage: Path | str, **sections) -> dict:
     """A small, fast config over ``source`` (1 epoch, short sequences) as a raw dict."""
     raw = {

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import make_config
+from tests.conftest import make_config, training_pids
 from tuneline.config import parse_config
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness")]
@@ -29,23 +29,11 @@ def config(csv: Path, root: Path, attempts: int):
                                     retries={"attempts": attempts, "backoff_seconds": 0}))
 
 
-def own_trainers() -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        try:
-            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            if parent == os.getpid() and b"tuneline.training.process" in (entry / "cmdline").read_bytes():
-                found.append(int(entry.name))
-        except (OSError, ValueError, IndexError):
-            continue
-    return found
-
-
 def kill_after_two_checkpoints(root: Path, done: threading.Event) -> None:
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
         if len(list(root.glob("candidates/*/checkpoints/checkpoint-*/COMPLETE"))) >= 2:
-            for pid in own_trainers():
+            for pid in training_pids():
                 os.kill(pid, signal.SIGKILL)
             done.set()
             return

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import make_config
+from tests.conftest import children_of, make_config
 from tuneline.config import parse_config
 from tuneline.data.ingest import ingest_dataset
 from tuneline.stages.prepare import prepare_splits
@@ -35,17 +35,6 @@ from tuneline.training.launcher import train_candidate
 spec = json.load(open(sys.argv[1]))
 train_candidate(LocalStorage(spec["root"]), Prepared(**spec["prepared"]), parse_config(spec["config"]))
 """
-
-
-def children_of(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        try:
-            if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
-                found.append(int(entry.name))
-        except (OSError, ValueError, IndexError):
-            continue
-    return found
 
 
 def test_the_training_child_stops_when_its_launcher_is_killed(tmp_path, demo_csv):

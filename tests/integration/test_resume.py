@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import make_config
+from tests.conftest import make_config, training_pids
 from tuneline.config import parse_config
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness")]
@@ -30,20 +30,6 @@ def training_config(csv, root):
         training={"epochs": 2, "checkpoint_every_steps": 8, "checkpoint_every_minutes": None},
         retries={"attempts": 2, "backoff_seconds": 0},
     ))
-
-
-def training_pids() -> list[int]:
-    """This test process's own training children (other pytest workers train at the same time)."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-                if parent == os.getpid() and b"tuneline.training.process" in (entry / "cmdline").read_bytes():
-                    pids.append(int(entry.name))
-            except (OSError, ValueError, IndexError):
-                continue
-    return pids
 
 
 def early_stopping_state(checkpoint: Path) -> tuple[float | None, int]:

@@ -6,12 +6,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import SHARED_DATA
 from tuneline.data.conll import read_conll
 from tuneline.errors import DataError
 
-SHARED_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 WNUT_DEV = SHARED_DATA / "wnut17" / "emerging.dev.conll"
-GENERATOR = Path(__file__).resolve().parents[2] / "examples" / "make_entities_data.py"
 
 
 def write(path: Path, text: str, encoding: str = "utf-8") -> Path:

@@ -4,22 +4,15 @@ from __future__ import annotations
 
 import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
+from tests.conftest import EXAMPLES
 from tuneline.data.conll import read_conll
 from tuneline.objectives.token_classification import (IGNORE_INDEX, align_labels, bio_problems, entity_metrics, majority_baseline,
                                 tag_set)
 
-SHARED_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
-WNUT_DEV = SHARED_DATA / "wnut17" / "emerging.dev.conll"
-GENERATOR = Path(__file__).resolve().parents[2] / "examples" / "make_entities_data.py"
-
-
-def write(path: Path, text: str, encoding: str = "utf-8") -> Path:
-    path.write_bytes(text.encode(encoding))
-    return path
+GENERATOR = EXAMPLES / "make_entities_data.py"
 
 
 # --- bio_problems / tag_set -------------------------------------------------------------------

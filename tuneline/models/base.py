@@ -31,6 +31,7 @@ import re
 import shutil
 import tempfile
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 from tuneline.errors import ConfigError, TunelineError
@@ -133,7 +134,8 @@ def embedded_base(base: str) -> ResolvedBase:
 def hub_base(repo: str, revision: str) -> ResolvedBase:
     """A Hub repository at ``revision``, from the cache or downloaded; identity = the commit."""
     try:
-        folder = _hub_snapshot(repo, revision)
+        lookup = _pinned_snapshot if COMMIT.fullmatch(revision) else _hub_snapshot  # a branch can move
+        folder = lookup(repo, revision, hub_cache(), hub_offline())
     except TunelineError:
         if repo in EMBEDDED or repo in EMBEDDED_GGUF:  # our own models stand in when the Hub has none
             return embedded_base(repo)
@@ -141,6 +143,12 @@ def hub_base(repo: str, revision: str) -> ResolvedBase:
     commit = folder.name
     return ResolvedBase(folder, f"hub:{repo}@{commit}",
                         {"kind": "hub", "name": repo, "revision": revision, "commit": commit})
+
+
+@lru_cache(maxsize=64)
+def _pinned_snapshot(repo: str, commit: str, cache: Path, offline: bool) -> Path:
+    """A commit never changes: the stages of a pinned run resolve it once per process."""
+    return _hub_snapshot(repo, commit, cache, offline)
 
 
 def hub_cache() -> Path:
@@ -154,15 +162,15 @@ def hub_offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "0").strip().lower() in ("1", "true", "yes", "on")
 
 
-def _hub_snapshot(repo: str, revision: str) -> Path:
+def _hub_snapshot(repo: str, revision: str, cache: Path, offline: bool) -> Path:
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import (GatedRepoError, LocalEntryNotFoundError, RepositoryNotFoundError,
                                         RevisionNotFoundError)
 
     where = f"model.base: {repo!r} (model.revision {revision!r})"
     try:  # the environment as it is now (HF_HOME, HF_HUB_OFFLINE), not as it was when huggingface_hub was imported
-        return Path(snapshot_download(repo, revision=revision, allow_patterns=HUB_FILES, cache_dir=hub_cache(),
-                                      local_files_only=hub_offline()))
+        return Path(snapshot_download(repo, revision=revision, allow_patterns=HUB_FILES, cache_dir=cache,
+                                      local_files_only=offline))
     except GatedRepoError:
         raise ConfigError(f"{where}: the repository is gated; accept its terms on the Hub and set HF_TOKEN "
                           "(or model.token_secret)") from None

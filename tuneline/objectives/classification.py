@@ -30,9 +30,6 @@ class Classification(TextObjective):
     default_metric = "f1_macro"
     has_label_set = True
     weighs_classes = True
-    auto_model = "AutoModelForSequenceClassification"
-    architecture_suffix = "ForSequenceClassification"
-    peft_task_type = "SEQ_CLS"
 
     def derive(self, frame: pd.DataFrame, cfg: FinetuneConfig) -> pd.DataFrame:
         frame = super().derive(frame, cfg)

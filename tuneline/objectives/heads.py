@@ -140,6 +140,9 @@ class TextObjective(HeadObjective):
 
     reads_text_pairs = True
     input_noun = "texts"
+    auto_model = "AutoModelForSequenceClassification"  # one head for the whole text (pair)
+    architecture_suffix = "ForSequenceClassification"
+    peft_task_type = "SEQ_CLS"
 
     @abstractmethod
     def targets(self, rows: pd.DataFrame, cfg: FinetuneConfig, fitted: dict) -> list:

@@ -75,9 +75,6 @@ class Regression(TextObjective):
     metrics = {"mse": LOWER, "rmse": LOWER, "mae": LOWER, "r2": HIGHER, "pearson": HIGHER, "spearman": HIGHER}
     default_metric = "pearson"
     scales_targets = True
-    auto_model = "AutoModelForSequenceClassification"
-    architecture_suffix = "ForSequenceClassification"
-    peft_task_type = "SEQ_CLS"
 
     def derive(self, frame: pd.DataFrame, cfg: FinetuneConfig) -> pd.DataFrame:
         import pandas as pd

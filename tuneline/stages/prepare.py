@@ -16,13 +16,12 @@ from tuneline import keys, objectives
 from tuneline.config import FinetuneConfig
 from tuneline.data.ingest import load_dataset_frame
 from tuneline.data.splits import SPLITS, assign_splits
-from tuneline.models.base import check_max_length, resolve_base
+from tuneline.models.base import ResolvedBase, check_max_length, resolve_base
 from tuneline.results import Dataset, Prepared
 from tuneline.storage import Storage
 
 
-def prepare_key(dataset: Dataset, cfg: FinetuneConfig) -> str:
-    base = resolve_base(cfg.model, cfg.storage_root())
+def prepare_key(dataset: Dataset, cfg: FinetuneConfig, base: ResolvedBase) -> str:
     return keys.cache_key(keys.PREPARE_VERSION, cfg.task.value, dataset.fingerprint, cfg.data, cfg.model.max_length,
                           base.identity)
 
@@ -37,7 +36,7 @@ def prepare_splits(storage: Storage, dataset: Dataset, cfg: FinetuneConfig) -> P
     objective = objectives.get(cfg.task.value)
     base = resolve_base(cfg.model, cfg.storage_root())
     check_max_length(base, cfg.model.max_length)  # a config error before any work, never retried
-    prefix = keys.prepared_prefix(prepare_key(dataset, cfg))
+    prefix = keys.prepared_prefix(prepare_key(dataset, cfg, base))
     if cfg.cache and storage.exists(keys.meta(prefix)):
         return Prepared(**storage.read_json(keys.meta(prefix)), reused=True)
     frame = objective.derive(load_dataset_frame(storage, dataset), cfg)

@@ -23,6 +23,18 @@ def shareable(path: str) -> None:
     os.chmod(path, 0o666 & ~umask)
 
 
+def staged(target: Path, data: bytes) -> str:
+    """``data`` in a hidden, fsynced, shareable temp file beside ``target``, ready to rename or link into place."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    shareable(tmp)
+    return tmp
+
+
 class LocalStorage(Storage):
     def __init__(self, root: str | Path):
         self.root = Path(root).expanduser().resolve()
@@ -39,27 +51,14 @@ class LocalStorage(Storage):
 
     def write_bytes(self, key: str, data: bytes) -> None:
         target = self.path(key)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        shareable(tmp)
-        os.replace(tmp, target)
+        os.replace(staged(target, data), target)
 
     def create_exclusive(self, key: str, data: bytes) -> bool:
         # Write a hidden temp file, then hard-link it into place: link() fails if the name exists,
         # and a reader never sees the object before its bytes are there.
         target = self.path(key)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+        tmp = staged(target, data)
         try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            shareable(tmp)
             os.link(tmp, target)
         except FileExistsError:
             return False
