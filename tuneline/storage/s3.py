@@ -9,23 +9,44 @@ or boto3's default chain; nothing here stores, logs or prints a secret.
 Semantics match ``LocalStorage``: a PUT is atomic, ``create_exclusive`` and
 ``replace_if_match`` are conditional writes (``If-None-Match: *`` / ``If-Match: <ETag>``),
 downloads land under a temporary name and are renamed, so no reader sees half a file.
-A missing bucket or denied access is a ``ConfigError`` naming the bucket; a server
-that cannot be reached raises botocore's own (transient, retryable) exception.
+A missing bucket or denied access is a ``ConfigError`` naming the bucket.
+
+Timeouts and the deadline: an endpoint that is down, black-holed or silent fails a storage
+call within a bounded time instead of hanging. Each request waits at most ``CONNECT_TIMEOUT_S``
+(5 s) for a connection and ``READ_TIMEOUT_S`` (15 s) for each reply (and each chunk of a body),
+and is tried ``ATTEMPTS`` (3) times in botocore's "standard" retry mode, which sleeps at most
+1 s, then 2 s between attempts. A managed download runs its GET up to ``STREAM_ATTEMPTS`` (2)
+times (s3transfer's ``num_download_attempts``, for a stream broken mid-body), so the deadline
+of one storage call, ``DEADLINE_S`` = ``worst_case_s()``, is::
+
+    STREAM_ATTEMPTS * (ATTEMPTS * (CONNECT_TIMEOUT_S + READ_TIMEOUT_S) + 1 + 2) = 2 * 63 = 126 s
+
+(63 s for a call that is not a download). Botocore enforces it; nothing here loops.
+``TUNELINE_S3_CONNECT_TIMEOUT_S``, ``TUNELINE_S3_READ_TIMEOUT_S`` and ``TUNELINE_S3_ATTEMPTS``
+(else AWS's own ``AWS_MAX_ATTEMPTS``) override the defaults; a bad value is a ``ConfigError``
+naming the variable. Not covered by the timeouts: DNS resolution, and a server that keeps
+trickling bytes. An endpoint that cannot be reached or does not answer raises one
+``S3Unreachable`` naming it (never its userinfo) and the time spent: a botocore
+``EndpointConnectionError``, not a ``TunelineError``, so the stage retry policy retries it.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import re
+import time
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
+from urllib.parse import urlsplit, urlunsplit
 
 import boto3
 from boto3.s3.transfer import TransferConfig, create_transfer_manager
 from botocore.config import Config
-from botocore.exceptions import ClientError
+from botocore.exceptions import (ClientError, ConnectionClosedError, ConnectTimeoutError, EndpointConnectionError,
+                                 ReadTimeoutError)
 from s3transfer.exceptions import RetriesExceededError
 
 from tuneline.errors import ConfigError, DataError
@@ -34,14 +55,22 @@ from tuneline.storage.base import Storage, check_key
 MB = 1024 * 1024
 BUCKET_PATTERN = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")  # S3 rules: 3-63 chars
 
-MAX_ATTEMPTS = 5          # botocore "standard" retries: throttling, 5xx, dropped connections
-CONNECT_TIMEOUT_S = 10    # a dead endpoint fails in seconds; Prefect task retries take it from there
-READ_TIMEOUT_S = 120      # one part of a big model file on a slow link
+CONNECT_TIMEOUT_S = 5     # a TCP (+TLS) handshake takes milliseconds; 5 s allows a slow VPN hop
+READ_TIMEOUT_S = 15       # per reply and per chunk of a body (not per object): S3 answers in well under 1 s
+ATTEMPTS = 3              # botocore "standard" retries (its default): throttling, 5xx, timeouts, dropped connections
+BACKOFF_CAP_S = 20        # botocore standard mode sleeps rand(0, 1) * min(2 ** i, 20) s before retry i + 1
+STREAM_ATTEMPTS = 2       # s3transfer re-runs a download's GET after a broken stream (boto3's default 5 would
+                          # multiply the deadline: it also re-runs a GET whose botocore attempts all timed out)
+ENV_CONNECT_TIMEOUT = "TUNELINE_S3_CONNECT_TIMEOUT_S"
+ENV_READ_TIMEOUT = "TUNELINE_S3_READ_TIMEOUT_S"
+ENV_ATTEMPTS = ("TUNELINE_S3_ATTEMPTS", "AWS_MAX_ATTEMPTS")  # the first one set wins
 TRANSFER = TransferConfig(
     multipart_threshold=64 * MB,  # below this one PUT / one GET (configs, tokenizers, small adapters)
     multipart_chunksize=16 * MB,  # a 450 MB safetensors file -> 29 parts, retried one part at a time
     max_concurrency=8,            # parts (and files, in put_dir / local_dir) in flight at once
+    num_download_attempts=STREAM_ATTEMPTS,
 )  # io_chunksize stays at its 256 KB: 1 MB made downloads ~2x slower (SeaweedFS on localhost)
+NO_ANSWER = (ConnectTimeoutError, EndpointConnectionError, ReadTimeoutError, ConnectionClosedError)
 DENIED_CODES = {"AccessDenied", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch", "AllAccessDisabled",
                 "InvalidToken", "ExpiredToken", "TokenRefreshRequired"}
 MISSING_KEY_CODES = {"NoSuchKey", "404", "NotFound"}
@@ -71,6 +100,65 @@ def cache_root() -> Path:
     return Path(os.environ.get("TUNELINE_CACHE") or "~/.cache/tuneline").expanduser()
 
 
+def worst_case_s(connect_timeout_s: float = CONNECT_TIMEOUT_S, read_timeout_s: float = READ_TIMEOUT_S,
+                 attempts: int = ATTEMPTS, stream_attempts: int = STREAM_ATTEMPTS) -> float:
+    """The longest one storage call can take against an endpoint that never answers.
+
+    Every attempt may spend its whole connect timeout and then its whole read timeout; botocore
+    sleeps at most ``min(2 ** i, BACKOFF_CAP_S)`` s before retry ``i + 1``; a download repeats all
+    of that ``stream_attempts`` times (pass 1 for any other call).
+    """
+    backoff = sum(min(2 ** i, BACKOFF_CAP_S) for i in range(attempts - 1))
+    return stream_attempts * (attempts * (connect_timeout_s + read_timeout_s) + backoff)
+
+
+DEADLINE_S = worst_case_s()  # 126 s with the defaults
+
+
+def env_timeout_s(name: str, default: float) -> float:
+    """Seconds from the variable ``name`` (``default`` when unset); ConfigError naming it unless a number > 0."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise ConfigError(f"{name}={raw!r} is not a timeout: expected a number of seconds > 0 (default {default:g})")
+    return value
+
+
+def env_attempts(default: int = ATTEMPTS) -> int:
+    """Attempts per S3 request from TUNELINE_S3_ATTEMPTS, else AWS_MAX_ATTEMPTS, else ``default``."""
+    for name in ENV_ATTEMPTS:
+        raw = os.environ.get(name, "").strip()
+        if raw:
+            if not (raw.isdigit() and int(raw) >= 1):
+                raise ConfigError(f"{name}={raw!r} is not a number of attempts: expected a whole number >= 1 "
+                                  f"(default {default})")
+            return int(raw)
+    return default
+
+
+def public_endpoint(url: str | None) -> str:
+    """The endpoint URL fit for a message: scheme, host, port and path; never userinfo, query or fragment."""
+    if not url:
+        return "(no endpoint)"
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, "", ""))
+
+
+class S3Unreachable(EndpointConnectionError):
+    """The S3 endpoint could not be reached, or did not answer within the timeouts.
+
+    An outage, not bad input: a botocore ``EndpointConnectionError`` (so callers catching
+    botocore's connection errors still do) and never a ``TunelineError``, so stages retry it.
+    """
+
+    fmt = "{message}"
+
+
 class S3Storage(Storage):
     """Objects under ``s3://bucket/prefix``; keys are the same relative paths ``LocalStorage`` uses."""
 
@@ -81,20 +169,25 @@ class S3Storage(Storage):
         *,
         label: str = "storage",
         max_attempts: int | None = None,
-        connect_timeout_s: float = CONNECT_TIMEOUT_S,
-        read_timeout_s: float = READ_TIMEOUT_S,
+        connect_timeout_s: float | None = None,
+        read_timeout_s: float | None = None,
         transfer: TransferConfig = TRANSFER,
     ):
+        """``max_attempts`` / ``connect_timeout_s`` / ``read_timeout_s``: None takes the TUNELINE_S3_* variable,
+        else the module default. ``transfer``: its ``num_download_attempts`` multiplies a download's deadline."""
         self.bucket = bucket
         self.prefix = prefix.strip("/")
         self.label = label  # the config key named in error messages
         self.root_uri = f"s3://{bucket}/{self.prefix}" if self.prefix else f"s3://{bucket}"
         self.transfer = transfer
-        attempts = max_attempts or int(os.environ.get("AWS_MAX_ATTEMPTS") or MAX_ATTEMPTS)
+        self.attempts = max_attempts or env_attempts()
+        self.connect_timeout_s = connect_timeout_s or env_timeout_s(ENV_CONNECT_TIMEOUT, CONNECT_TIMEOUT_S)
+        self.read_timeout_s = read_timeout_s or env_timeout_s(ENV_READ_TIMEOUT, READ_TIMEOUT_S)
         config = Config(
-            retries={"mode": "standard", "max_attempts": attempts},
-            connect_timeout=connect_timeout_s,
-            read_timeout=read_timeout_s,
+            # total_max_attempts counts the first try; Config's "max_attempts" would add one more (6 for 5)
+            retries={"mode": "standard", "total_max_attempts": self.attempts},
+            connect_timeout=self.connect_timeout_s,
+            read_timeout=self.read_timeout_s,
             max_pool_connections=max(10, transfer.max_request_concurrency + 2),
         )
         # Endpoint (AWS_ENDPOINT_URL) and credentials are read by boto3 itself; only
@@ -129,13 +222,21 @@ class S3Storage(Storage):
     def _errors(self, key: str | None = None) -> Iterator[None]:
         """Turn 'no such bucket' and 'access denied' into errors a user can act on.
 
-        Missing keys become FileNotFoundError (as with LocalStorage). Anything else,
-        connection failures included, propagates unchanged: it is an outage, retried upstream.
+        Missing keys become FileNotFoundError (as with LocalStorage). An endpoint that cannot be
+        reached or does not answer becomes one S3Unreachable naming it; anything else propagates
+        unchanged. Both are outages, retried upstream.
         """
+        started = time.monotonic()
         try:
             yield
+        except S3Unreachable:
+            raise
         except RetriesExceededError as err:  # s3transfer wraps a download's last network error
+            if isinstance(err.last_exception, NO_ANSWER):
+                raise self._unreachable(err.last_exception, started) from err.last_exception
             raise err.last_exception from None
+        except NO_ANSWER as err:
+            raise self._unreachable(err, started) from err
         except ClientError as err:
             code = self._code(err)
             if code == "NoSuchBucket":
@@ -155,7 +256,24 @@ class S3Storage(Storage):
 
     def _where(self) -> str:
         endpoint = self.client.meta.endpoint_url
-        return f" at {endpoint}" if endpoint and "amazonaws.com" not in endpoint else ""
+        return f" at {public_endpoint(endpoint)}" if endpoint and "amazonaws.com" not in endpoint else ""
+
+    def _unreachable(self, err: Exception, started: float) -> S3Unreachable:
+        """One message for a dead, black-holed or silent endpoint: which one, what failed, how long it took."""
+        endpoint = public_endpoint(self.client.meta.endpoint_url)
+        if isinstance(err, ReadTimeoutError):
+            what = f"did not answer within {self.read_timeout_s:g} s (TUNELINE_S3_READ_TIMEOUT_S)"
+        elif isinstance(err, ConnectTimeoutError):
+            what = f"could not be reached: no connection within {self.connect_timeout_s:g} s"
+        elif isinstance(err, ConnectionClosedError):
+            what = "closed the connection without answering"
+        else:
+            reason = re.search(r"\[Errno [^\]]*\][^)]*", str(err.kwargs.get("error", "")))
+            what = f"could not be reached ({reason.group(0).strip() if reason else 'connection failed'})"
+        message = (f"{self.label}: the S3 endpoint {endpoint} {what}; tried {self.attempts} times "
+                   f"(TUNELINE_S3_ATTEMPTS), gave up after {time.monotonic() - started:.1f} s. "
+                   "Check AWS_ENDPOINT_URL and that the server is up and reachable from here")
+        return S3Unreachable(message=message, endpoint_url=endpoint)
 
     @staticmethod
     def _code(err: ClientError) -> str:
