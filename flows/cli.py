@@ -9,9 +9,11 @@ logs to stderr. Errors are one paragraph on stderr and a non-zero exit code.
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -86,15 +88,40 @@ def command_run(args) -> int:
 def run_reported(run_flow, args) -> dict:
     """Run a flow with a quiet console; with --json print its summary last, also for a failed gate."""
     quiet_console_tracebacks()
+    last_line = LastLine()
     try:
         summary = run_flow()
     except GateFailed as failure:
         if args.json and failure.summary:
-            print(json.dumps(failure.summary))
+            last_line.print(json.dumps(failure.summary))
         raise
     if args.json:
-        print(json.dumps(summary))
+        last_line.print(json.dumps(summary))
     return summary
+
+
+class LastLine:
+    """Print a line as the very last output: with Prefect's temporary server (no PREFECT_API_URL), only at exit,
+    after the server's "Stopping temporary server" line (exit handlers run in reverse order, and this one is
+    registered before the flow starts the server), so ``2>&1 | tail -1`` gets it."""
+
+    def __init__(self):
+        from prefect.settings import PREFECT_API_URL
+
+        self.deferred = not PREFECT_API_URL.value()
+        self.text: str | None = None
+        if self.deferred:
+            atexit.register(self.flush)
+
+    def print(self, text: str) -> None:
+        self.text = text
+        if not self.deferred:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.text is not None:
+            print(self.text, flush=True)
+            self.text = None
 
 
 def print_summary(summary: dict) -> None:
@@ -181,8 +208,16 @@ def command_models(args) -> int:
     return 0
 
 
+def exit_on_sigterm(signum, frame) -> None:
+    """SIGTERM (docker stop, preemption, Prefect cancellation) ends the command like Ctrl-C: every ``finally`` and
+    exit handler runs, so the training child checkpoints first and Prefect's temporary server is stopped.
+    During a flow run Prefect handles the signal itself and hands it on here once the run is torn down."""
+    raise SystemExit(143)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    previous = signal.signal(signal.SIGTERM, exit_on_sigterm) if args.command in ("run", "sweep") else None
     try:
         commands = {"run": command_run, "sweep": command_sweep, "models": command_models}
         return commands[args.command](args)
@@ -197,6 +232,9 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"error: {type(err).__name__}: {err} (set TUNELINE_DEBUG=1 for the traceback)", file=sys.stderr)
         return 1
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

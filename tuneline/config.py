@@ -172,7 +172,16 @@ class TrainingConfig(_Section):
         10, gt=0, description="...and at least this often, so a crash never loses more than this much work."
     )
     timeout_minutes: float | None = Field(
-        None, gt=0, description="Stop the training process after this long (it checkpoints first); none: no limit."
+        None, gt=0, description="Training time budget of one run, all its attempts together: then the training "
+        "process checkpoints and stops, and the run fails without retry (a new run resumes); none: no limit."
+    )
+    stall_minutes: float | None = Field(
+        30, gt=0, description="A training process that prints nothing for this long is hung: it is stopped "
+        "(checkpoint first) and the attempt retried; none: never."
+    )
+    stop_grace_seconds: float = Field(
+        30, ge=1, le=3600, description="Time a training process gets to save a checkpoint and exit after SIGTERM "
+        "(timeout, stall, cancellation, preemption) before it is killed."
     )
     class_weights: ClassWeights = Field(ClassWeights.none, description="Classification: weigh the loss by class.")
     early_stopping_patience: int | None = Field(
@@ -183,7 +192,7 @@ class TrainingConfig(_Section):
     def result_settings(self) -> dict:
         """The settings that change the trained weights (checkpoint cadence and timeouts do not)."""
         return self.model_dump(mode="json", exclude={"checkpoint_every_steps", "checkpoint_every_minutes",
-                                                     "timeout_minutes"})
+                                                     "timeout_minutes", "stall_minutes", "stop_grace_seconds"})
 
 
 # training.learning_rate when unset, per model.method (README "Learning-rate defaults" has the measurements).

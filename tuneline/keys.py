@@ -87,6 +87,11 @@ def training_log(prefix: str) -> str:
     return f"{prefix}/train.log"
 
 
+def training_lease(prefix: str) -> str:
+    """Who is training this candidate now (``tuneline.training.lease``)."""
+    return f"{prefix}/lease.json"
+
+
 def failed_training_log(prefix: str, stamp: str) -> str:
     return f"{prefix}/train-failed-{stamp}.log"
 

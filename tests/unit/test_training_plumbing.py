@@ -27,9 +27,9 @@ def test_rate_limited_log_passes_few_lines_and_counts_the_rest():
 
 def test_run_process_streams_every_line_to_the_log_file(tmp_path):
     shown = []
-    code, timed_out = run_process([sys.executable, "-c", "for i in range(500): print(i)"],
-                                  RateLimitedLog(shown.append), tmp_path / "out.log")
-    assert (code, timed_out) == (0, False)
+    ended = run_process([sys.executable, "-c", "for i in range(500): print(i)"],
+                        RateLimitedLog(shown.append), tmp_path / "out.log")
+    assert (ended.code, ended.stopped_for) == (0, None)
     assert (tmp_path / "out.log").read_text().split() == [str(i) for i in range(500)]
     assert 1 <= len(shown) < 50, "the log sink sees a rate-limited sample, the file gets everything"
 
@@ -44,12 +44,57 @@ def test_timeout_stops_the_whole_process_group(tmp_path):
         "time.sleep(600)\n"
     )
     started = time.monotonic()
-    code, timed_out = run_process([sys.executable, "-c", script], lambda line: None, tmp_path / "log",
-                                  timeout_s=2, grace_s=1)
-    assert timed_out and code < 0 and time.monotonic() - started < 30
+    ended = run_process([sys.executable, "-c", script], lambda line: None, tmp_path / "log",
+                        timeout_s=2, grace_s=1)
+    assert ended.stopped_for == "timeout" and ended.code < 0 and time.monotonic() - started < 30
     grandchild = int(pid_file.read_text())
     time.sleep(0.2)
     assert not Path(f"/proc/{grandchild}").exists() or "Z" in Path(f"/proc/{grandchild}/stat").read_text().split()[2]
+
+
+CHECKPOINTS_ON_SIGTERM = (
+    "import signal, sys, time\n"
+    "def stop(*_):\n"
+    "    open(sys.argv[1], 'w').write('checkpoint')\n"
+    "    print('saved', flush=True)\n"
+    "    sys.exit(143)\n"
+    "signal.signal(signal.SIGTERM, stop)\n"
+    "print('started', flush=True)\n"
+    "while True:\n"
+    "    time.sleep(0.1)\n"
+)
+
+
+def test_a_silent_child_is_stopped_as_stalled_and_checkpoints_first(tmp_path):
+    ended = run_process([sys.executable, "-c", CHECKPOINTS_ON_SIGTERM, str(tmp_path / "ckpt")], lambda line: None,
+                        tmp_path / "log", stall_s=1.5, grace_s=10)
+    assert (ended.stopped_for, ended.code) == ("stall", 143)
+    assert (tmp_path / "ckpt").read_text() == "checkpoint"
+
+
+def test_a_stopped_caller_lets_its_child_checkpoint_then_goes_on_stopping(tmp_path):
+    """SIGTERM to the flow process reaches the caller as an exception (Prefect's TerminationSignal) while it reads
+    the child's output: the child gets SIGTERM and its grace period, its last lines still reach the log file."""
+    def interrupt(line):
+        if line == "started":
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_process([sys.executable, "-c", CHECKPOINTS_ON_SIGTERM, str(tmp_path / "ckpt")], interrupt,
+                    tmp_path / "log", grace_s=10)
+    assert (tmp_path / "ckpt").read_text() == "checkpoint"
+    assert (tmp_path / "log").read_text().split() == ["started", "saved"]
+
+
+def test_the_callers_stop_event_kills_at_once_without_a_checkpoint(tmp_path):
+    import threading
+
+    stop = threading.Event()
+    stop.set()
+    ended = run_process([sys.executable, "-c", CHECKPOINTS_ON_SIGTERM, str(tmp_path / "ckpt")], lambda line: None,
+                        tmp_path / "log", stop=stop)
+    assert (ended.stopped_for, ended.code) == ("stop", -9)
+    assert not (tmp_path / "ckpt").exists()
 
 
 def test_halving_the_batch_keeps_the_effective_batch():

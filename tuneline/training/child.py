@@ -1,9 +1,19 @@
-"""Run a child process in its own process group, stream its output, enforce a timeout.
+"""Run a child process in its own process group, stream its output, stop it when it must stop.
 
-Reads the child's merged stdout/stderr line by line; hands lines to a callback at
-a bounded rate (a slow log sink never slows the child: lines are read as fast as
-they come and surplus ones are counted, not queued); writes every line to a log
-file. On timeout the group gets SIGTERM (the trainer checkpoints), then SIGKILL.
+Reads the child's merged stdout/stderr line by line; hands lines to a callback at a bounded rate
+(a slow log sink never slows the child: lines are read as fast as they come and surplus ones are
+counted, not queued); writes every line to a log file.
+
+How a child is stopped, and why:
+
+- over its time budget, or silent for longer than the stall limit: SIGTERM to the group (the
+  trainer saves a checkpoint), SIGKILL after the grace period;
+- when the caller is stopped itself (SIGTERM to the flow process becomes Prefect's
+  ``TerminationSignal``, Ctrl-C a ``KeyboardInterrupt``): the same SIGTERM and grace, reading the
+  child's last lines meanwhile, then the exception goes on;
+- when the caller sets ``stop`` (e.g. it lost its lease on the candidate): SIGKILL at once, so the
+  child writes nothing more.
+
 Nothing outlives the call.
 """
 
@@ -14,8 +24,9 @@ import signal
 import subprocess
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, TextIO
 
 
 class RateLimitedLog:
@@ -36,39 +47,89 @@ class RateLimitedLog:
         self.sink(line)
 
 
-def run_process(command: list[str], log_line: Callable[[str], None], log_file: Path,
-                timeout_s: float | None = None, grace_s: float = 60.0, env: dict | None = None,
-                on_start: Callable[[int], None] | None = None) -> tuple[int, bool]:
-    """Run ``command``; returns (exit code, timed_out). Negative codes mean killed by that signal."""
+@dataclass
+class Ended:
+    """How a child ended: its exit code (negative: killed by that signal) and who stopped it, if anyone."""
+
+    code: int
+    stopped_for: str | None = None  # "timeout", "stall", "stop" (the caller's event); None: it ended by itself
+
+
+def run_process(command: list[str], log_line: Callable[[str], None], log_file: Path, *,
+                timeout_s: float | None = None, stall_s: float | None = None, grace_s: float = 30.0,
+                env: dict | None = None, on_start: Callable[[int], None] | None = None,
+                stop: threading.Event | None = None) -> Ended:
+    """Run ``command`` to its end; see the module docstring for when and how it is stopped early."""
     log_file.parent.mkdir(parents=True, exist_ok=True)
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
                                start_new_session=True, env=env)
     if on_start:
         on_start(process.pid)
-    timed_out = threading.Event()
+    started = last_output = time.monotonic()
+    stopped_for: list[str] = []
+    finished = threading.Event()
 
-    def stop_on_timeout():
-        timed_out.set()
-        signal_group(process, signal.SIGTERM)
+    def supervise() -> None:
+        while not finished.wait(0.5):
+            now = time.monotonic()
+            if stop is not None and stop.is_set():
+                stopped_for.append("stop")
+                signal_group(process, signal.SIGKILL)
+                return
+            if timeout_s and now - started > timeout_s:
+                stopped_for.append("timeout")
+            elif stall_s and now - last_output > stall_s:
+                stopped_for.append("stall")
+            else:
+                continue
+            terminate(process, grace_s)
+            return
+
+    supervisor = threading.Thread(target=supervise, name="child-supervisor", daemon=True)
+    with log_file.open("a", encoding="utf-8") as log:
         try:
-            process.wait(grace_s)
-        except subprocess.TimeoutExpired:
-            signal_group(process, signal.SIGKILL)
-
-    timer = threading.Timer(timeout_s, stop_on_timeout) if timeout_s else None
-    try:
-        if timer:
-            timer.start()
-        with log_file.open("a", encoding="utf-8") as log:
+            supervisor.start()
             for line in process.stdout:
+                last_output = time.monotonic()
                 log.write(line)
                 log_line(line.rstrip("\n"))
-        return process.wait(), timed_out.is_set()
-    finally:
-        if timer:
-            timer.cancel()
-        signal_group(process, signal.SIGKILL)  # whatever the child started goes with it
-        process.wait()
+            return Ended(process.wait(), stopped_for[0] if stopped_for else None)
+        except BaseException:  # the caller is being stopped: the child checkpoints before the exception goes on
+            signal_group(process, signal.SIGTERM)
+            read_to_the_end(process, log, grace_s)
+            raise
+        finally:
+            finished.set()
+            signal_group(process, signal.SIGKILL)  # whatever the child started goes with it
+            process.wait()
+
+
+def terminate(process: subprocess.Popen, grace_s: float) -> None:
+    """SIGTERM to the group; SIGKILL if it has not ended after ``grace_s``."""
+    signal_group(process, signal.SIGTERM)
+    try:
+        process.wait(grace_s)
+    except subprocess.TimeoutExpired:
+        signal_group(process, signal.SIGKILL)
+
+
+def read_to_the_end(process: subprocess.Popen, log: TextIO, grace_s: float) -> None:
+    """Keep the child's pipe drained (into the log file) while it finishes, for at most ``grace_s``."""
+    def drain() -> None:
+        try:
+            for line in process.stdout:
+                log.write(line)
+        except (OSError, ValueError):
+            pass
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    try:
+        process.wait(grace_s)
+    except subprocess.TimeoutExpired:
+        pass
+    signal_group(process, signal.SIGKILL)
+    reader.join(5)
 
 
 def signal_group(process: subprocess.Popen, sig: int) -> None:

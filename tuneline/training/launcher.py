@@ -1,9 +1,12 @@
-"""Train, as the parent sees it: pick the candidate's key, launch the child, stream it, read the outcome.
+"""Train, as the parent sees it: pick the candidate's key, hold its lease, launch the child, stream it, read the outcome.
 
 Reads the prepared meta and the config; writes ``candidates/<key>/train.log`` once the child has
-succeeded (the child writes the model folder, ``training.json`` and the checkpoints). Training runs in a child process (``python -m tuneline.training.process SPEC``, the entry
-point ``torchrun`` launches on several GPUs), so a crash, an OOM or a kill never takes the flow
-down; the exit code decides whether the attempt is retried.
+succeeded (the child writes the model folder, ``training.json`` and the checkpoints) and
+``candidates/<key>/lease.json`` while it trains (``lease.py``: one writer per candidate, a second
+run with the same key waits, then reuses the result). Training runs in a child process
+(``python -m tuneline.training.process SPEC``, the entry point ``torchrun`` launches on several GPUs),
+so a crash, an OOM or a kill never takes the flow down; the exit code decides whether the attempt is
+retried. ``training.timeout_minutes`` is the budget of all attempts of one run together.
 """
 
 from __future__ import annotations
@@ -21,11 +24,16 @@ from tuneline.config import FinetuneConfig, Precision, learning_rate
 from tuneline.errors import ConfigError
 from tuneline.results import Prepared, Trained
 from tuneline.storage import Storage
+from tuneline.training import lease
 from tuneline.training.child import RateLimitedLog, run_process
 from tuneline.training.gpu_launch import training_command, visible_gpu_count
 from tuneline.training.outcomes import (EXIT_INPUT_ERROR, EXIT_KINDS, EXIT_OUT_OF_MEMORY, EXIT_PREEMPTED,
                                         PARENT_PID_ENV, PROGRESS_PREFIX, OutOfMemory, TrainingInputError,
-                                        TrainingInterrupted)
+                                        TrainingInterrupted, TrainingTimedOut)
+
+# Seconds the attempts of one run have trained each candidate, in this process (Prefect retries a task in
+# the process of its flow run): what is left of training.timeout_minutes for the next attempt.
+SPENT_S: dict[str, float] = {}
 
 
 def resolve_precision(precision: Precision) -> str:
@@ -100,28 +108,47 @@ def train_candidate(storage: Storage, prepared: Prepared, cfg: FinetuneConfig, l
     record = keys.training_record(prefix)
     if cfg.cache and storage.exists(record):
         return Trained(**storage.read_json(record), reused=True)
-    scratch = Path(tempfile.mkdtemp(prefix="tuneline-train-"))
-    try:
-        return run_attempt(storage, prepared, cfg, prefix, scratch, log_line, on_progress)
-    finally:  # scratch holds checkpoint copies on S3 roots: never left behind, whatever happened
-        shutil.rmtree(scratch, ignore_errors=True)
+    with lease.held(storage, keys.training_lease(prefix), log_line) as held:
+        if storage.exists(record):  # trained by the run that held the lease while this one waited
+            return Trained(**storage.read_json(record), reused=True)
+        scratch = Path(tempfile.mkdtemp(prefix="tuneline-train-"))
+        try:
+            return run_attempt(storage, prepared, cfg, prefix, scratch, log_line, on_progress, held,
+                               budget=f"{run_id}:{prefix}")
+        finally:  # scratch holds checkpoint copies on S3 roots: never left behind, whatever happened
+            shutil.rmtree(scratch, ignore_errors=True)
 
 
 def run_attempt(storage: Storage, prepared: Prepared, cfg: FinetuneConfig, prefix: str, scratch: Path,
-                log_line: Callable[[str], None], on_progress: Callable[[dict], None] | None) -> Trained:
+                log_line: Callable[[str], None], on_progress: Callable[[dict], None] | None,
+                held: lease.Lease, budget: str) -> Trained:
     """One training attempt in a child process; its failure carries the log's last lines and where the log is."""
+    settings = cfg.training
+    timeout = None
+    if settings.timeout_minutes:
+        timeout = settings.timeout_minutes * 60 - SPENT_S.get(budget, 0.0)
+        if timeout <= 0:
+            raise TrainingTimedOut(f"training.timeout_minutes={settings.timeout_minutes} is spent by this run's "
+                                   "earlier attempts; a new run resumes from the last checkpoint")
     spec = {"config": cfg.model_dump(mode="json"), "prepared": prepared.model_dump(mode="json"),
             "storage_root": storage.root_uri, "prefix": prefix, "scratch": str(scratch)}
     (scratch / "spec.json").write_text(json.dumps(spec))
-    timeout = cfg.training.timeout_minutes * 60 if cfg.training.timeout_minutes else None
-    log = scratch / "train.log"
-    code, timed_out = run_process(training_command(scratch / "spec.json"),
-                                  progress_lines(log_line, on_progress), log, timeout_s=timeout,
-                                  env={**os.environ, "PYTHONUNBUFFERED": "1", PARENT_PID_ENV: str(os.getpid())},
-                                  on_start=lambda pid: (scratch / "pid").write_text(str(pid)))
+    log, started = scratch / "train.log", time.monotonic()
+    try:
+        ended = run_process(training_command(scratch / "spec.json"), progress_lines(log_line, on_progress), log,
+                            timeout_s=timeout, stall_s=settings.stall_minutes and settings.stall_minutes * 60,
+                            grace_s=settings.stop_grace_seconds, stop=held.lost,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1", PARENT_PID_ENV: str(os.getpid())},
+                            on_start=lambda pid: (scratch / "pid").write_text(str(pid)))
+    finally:
+        SPENT_S[budget] = SPENT_S.get(budget, 0.0) + time.monotonic() - started
     error, kind = scratch / "error.txt", scratch / "exit-kind"
     message = error.read_text() if error.exists() else ""
+    code = ended.code
     code = EXIT_KINDS.get(kind.read_text().strip(), code) if code and kind.exists() else code  # torchrun says 1
+    if ended.stopped_for == "stop":  # its writes may no longer be its own: nothing more is uploaded
+        raise TrainingInterrupted(f"another process took over {storage.uri(held.key)} (this one had not renewed "
+                                  f"it for {held.ttl_s:.0f}s): this attempt stopped without writing more")
     if code == 0:
         storage.put_file(log, keys.training_log(prefix))
         return Trained(**storage.read_json(keys.training_record(prefix)))
@@ -130,8 +157,13 @@ def run_attempt(storage: Storage, prepared: Prepared, cfg: FinetuneConfig, prefi
         raise TrainingInputError(message)
     if code == EXIT_OUT_OF_MEMORY:
         raise OutOfMemory(message or "CUDA out of memory")
-    if timed_out:
-        raise TrainingInterrupted(f"training exceeded training.timeout_minutes={cfg.training.timeout_minutes}; {where}")
+    if ended.stopped_for == "timeout":
+        raise TrainingTimedOut(f"training used its whole training.timeout_minutes={settings.timeout_minutes} "
+                               f"(all attempts of this run together) and stopped after saving a checkpoint; a new "
+                               f"run resumes from it; {where}")
+    if ended.stopped_for == "stall":
+        raise TrainingInterrupted(f"the training process printed nothing for training.stall_minutes="
+                                  f"{settings.stall_minutes} and was stopped (hung?); {where}")
     raise TrainingInterrupted(f"training process ended with {describe_exit(code)}; {where}")
 
 

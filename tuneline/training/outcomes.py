@@ -25,5 +25,9 @@ class TrainingInterrupted(RuntimeError):
     """The training process was killed, preempted or timed out (retried; resumes from a checkpoint)."""
 
 
+class TrainingTimedOut(TunelineError):
+    """The run's training time budget (all attempts together) is spent: not retried; a new run resumes."""
+
+
 class OutOfMemory(RuntimeError):
     """CUDA ran out of memory (retried with half the per-device batch, same effective batch)."""

@@ -1,0 +1,57 @@
+"""Fault: SIGTERM to the process running the flow (Prefect cancellation, ``docker stop``, preemption).
+
+Caused for real: ``tuneline run`` (its own temporary Prefect server, the real training child) gets SIGTERM
+while the child trains. The child must get SIGTERM and its grace period, save a checkpoint and exit; no
+process the command started may be left running (the temporary server included); the next run resumes
+from that checkpoint. Also: with ``--json`` the summary is the very last line of the combined output.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+
+import pytest
+
+from tests.faults.runs import alive, command_line, complete_steps, descendants, tuneline_run
+
+pytestmark = pytest.mark.slow
+
+EVERY = 40  # steps between periodic checkpoints: far more than a stopped child could train in its last second
+SETTINGS = ("training.epochs=8", f"training.checkpoint_every_steps={EVERY}", "training.checkpoint_every_minutes=null",
+            "model.max_length=32")
+
+
+def test_sigterm_to_the_run_checkpoints_leaves_nothing_running_and_the_next_run_resumes(tmp_path):
+    store, home = tmp_path / "store", tmp_path / "prefect-home"
+    run = tuneline_run(store, home, *SETTINGS)
+    started: set[int] = set()
+    try:
+        deadline = time.monotonic() + 300
+        while EVERY not in complete_steps(store):
+            assert run.poll() is None, run.stdout.read()[-3000:]
+            assert time.monotonic() < deadline, "no periodic checkpoint was written"
+            started |= descendants(run.pid)
+            time.sleep(0.1)
+        started |= descendants(run.pid)
+        assert any(b"tuneline.training.process" in command_line(pid) for pid in started), "the child trains"
+        assert any(b"uvicorn" in command_line(pid) for pid in started), "the temporary Prefect server runs"
+        run.send_signal(signal.SIGTERM)
+        output = run.communicate(timeout=120)[0]
+    finally:
+        if run.poll() is None:
+            run.kill()
+    assert run.returncode != 0
+    time.sleep(1)
+    assert not [pid for pid in started if alive(pid)], f"left running after the command ended:\n{output[-2000:]}"
+    saved = complete_steps(store)
+    assert saved[-1] > EVERY and saved[-1] < 2 * EVERY, f"no checkpoint on SIGTERM (complete: {saved})"
+
+    again = tuneline_run(store, home, *SETTINGS, json_summary=True)
+    output = again.communicate(timeout=400)[0]
+    assert again.returncode == 0, output[-3000:]
+    summary = json.loads(output.strip().splitlines()[-1])  # what `2>&1 | tail -1` gives
+    assert summary["model"] == "demo-sentiment"
+    trained = json.loads(next(store.glob("candidates/*/training.json")).read_text())
+    assert trained["resumed_from_step"] == saved[-1]
