@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import missing
 from tests.e2e.conftest import ON_DEMAND, wait_for_run
 
 pytestmark = pytest.mark.slow
@@ -24,10 +25,11 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
 
 @pytest.fixture(scope="module")
 def browser():
+    from playwright.sync_api import sync_playwright  # in the test extra: a missing package is an error
+
     if not CHROMIUM.exists():
-        pytest.skip("no /usr/bin/chromium: apt-get install -y chromium (Debian) to run the browser test")
-    playwright_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (the test extra)")
-    with playwright_api.sync_playwright() as playwright:
+        missing("no /usr/bin/chromium: apt-get install -y chromium (Debian) to run the browser test")
+    with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         yield browser
         browser.close()
