@@ -52,6 +52,12 @@ def test_sigterm_to_the_run_checkpoints_leaves_nothing_running_and_the_next_run_
     output = again.communicate(timeout=400)[0]
     assert again.returncode == 0, output[-3000:]
     summary = json.loads(output.strip().splitlines()[-1])  # what `2>&1 | tail -1` gives
-    assert summary["model"] == "demo-sentiment"
+    assert summary["model"] == "demo-sentiment" and summary["version"] == 1 and summary["gate"]["passed"]
+    assert list(summary["stages"]) == ["ingest", "validate", "preprocess", "train", "evaluate", "register"]
+    assert all({"status", "seconds", "attempts"} <= set(stage) for stage in summary["stages"].values())
+    assert summary["stages"]["train"]["status"] == "resumed"
+    assert summary["stages"]["train"]["resumed_from_step"] == saved[-1]
+    assert summary["stages"]["ingest"]["status"] == "cached", "the killed run's finished stages are reused"
+    assert summary["metrics"]["f1_macro"] == summary["gate"]["value"]
     trained = json.loads(next(store.glob("candidates/*/training.json")).read_text())
     assert trained["resumed_from_step"] == saved[-1]

@@ -15,12 +15,13 @@ from tuneline.training.loop import TrainingInputError, halve_batch
 
 
 def test_rate_limited_log_passes_few_lines_and_counts_the_rest():
-    seen = []
-    log = RateLimitedLog(seen.append, per_second=2)
+    seen, now = [], [1000.0]
+    log = RateLimitedLog(seen.append, per_second=2, clock=lambda: now[0])
     for i in range(100):
         log(f"line {i}")
+        now[0] += 0.001
     assert seen == ["line 0"]
-    time.sleep(0.55)
+    now[0] = 1000.5
     log("later")
     assert seen[-1] == "later  (99 lines not shown; see the full log)"
 
@@ -95,6 +96,22 @@ def test_the_callers_stop_event_kills_at_once_without_a_checkpoint(tmp_path):
                         tmp_path / "log", stop=stop)
     assert (ended.stopped_for, ended.code) == ("stop", -9)
     assert not (tmp_path / "ckpt").exists()
+
+
+def test_precision_resolves_to_what_this_machine_can_run():
+    import torch
+
+    from tuneline.config import Precision
+    from tuneline.errors import ConfigError
+    from tuneline.training.launcher import resolve_precision
+
+    cuda = torch.cuda.is_available()
+    expected = "bf16" if cuda and torch.cuda.is_bf16_supported() else "fp32"
+    assert resolve_precision(Precision.auto) == expected
+    assert resolve_precision(Precision.fp32) == "fp32" and resolve_precision(Precision.bf16) == "bf16"
+    if not cuda:
+        with pytest.raises(ConfigError, match="fp16 needs a CUDA GPU"):
+            resolve_precision(Precision.fp16)
 
 
 def test_halving_the_batch_keeps_the_effective_batch():

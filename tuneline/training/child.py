@@ -32,11 +32,12 @@ from typing import Callable, TextIO
 class RateLimitedLog:
     """Pass at most ``per_second`` lines per second to ``sink``; report how many were skipped."""
 
-    def __init__(self, sink: Callable[[str], None], per_second: float = 5.0):
-        self.sink, self.interval, self.next_at, self.skipped = sink, 1.0 / per_second, 0.0, 0
+    def __init__(self, sink: Callable[[str], None], per_second: float = 5.0,
+                 clock: Callable[[], float] = time.monotonic):
+        self.sink, self.interval, self.next_at, self.skipped, self.clock = sink, 1.0 / per_second, 0.0, 0, clock
 
     def __call__(self, line: str) -> None:
-        now = time.monotonic()
+        now = self.clock()
         if now < self.next_at:
             self.skipped += 1
             return
