@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 from tuneline.config import DEFAULT_STORAGE
-from tuneline.errors import ConfigError, GateFailed, TunelineError
+from tuneline.errors import ConfigError, GateFailed, TunelineError, redact_urls
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tuneline", description="Fine-tune transformer models with Prefect flows.")
@@ -230,7 +230,8 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as err:  # a bug or an outage: one paragraph, the traceback only on request
         if os.environ.get("TUNELINE_DEBUG"):
             raise
-        print(f"error: {type(err).__name__}: {err} (set TUNELINE_DEBUG=1 for the traceback)", file=sys.stderr)
+        print(f"error: {redact_urls(f'{type(err).__name__}: {err}')} (set TUNELINE_DEBUG=1 for the traceback)",
+              file=sys.stderr)
         return 1
     finally:
         if previous is not None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from prefect import flow
 
-from flows.stages import StageLog
+from flows.stages import StageLog, install_redaction
 from tasks.base_model import pin_base_model
 from tasks.evaluate import evaluate
 from tasks.ingest import ingest
@@ -16,6 +16,7 @@ from tasks.preprocess import preprocess
 from tasks.register import register
 from tasks.train import train
 from tasks.validate import validate
+from tuneline.access import check_allowed_roots
 from tuneline.config import FinetuneConfig
 from tuneline.errors import GateFailed
 from tuneline.summary import run_summary
@@ -24,6 +25,8 @@ from tuneline.summary import run_summary
 @flow(name="finetune", log_prints=True)
 def finetune(config: FinetuneConfig) -> dict:
     """Fine-tune ``config.model.base`` on ``config.data`` and register the result as ``config.name``."""
+    install_redaction()
+    check_allowed_roots(config)  # before anything reads data or a model
     config = pin_base_model(config)
     stages = StageLog(config.retries)
     dataset = stages.run(ingest, config)

@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from prefect import flow
 
-from flows.stages import StageLog
+from flows.stages import StageLog, install_redaction
 from tasks.base_model import pin_base_model
 from tasks.evaluate import evaluate
 from tasks.ingest import ingest
@@ -24,6 +24,7 @@ from tasks.register import register
 from tasks.train import train
 from tasks.validate import validate
 from tasks.validation_score import validation_score
+from tuneline.access import check_allowed_roots
 from tuneline.config import FinetuneConfig
 from tuneline.errors import GateFailed, TunelineError
 from tuneline.summary import run_summary
@@ -70,9 +71,13 @@ def run_trials(configs: list[FinetuneConfig], grid_points: list[dict], max_concu
 @flow(name="sweep", log_prints=True)
 def sweep(config: FinetuneConfig, grid: dict[str, list], max_concurrent: int = 1) -> dict:
     """Train ``config`` once per combination of ``grid`` values; register the best by validation metric."""
+    install_redaction()
+    check_allowed_roots(config)  # before anything reads data or a model
     config = pin_base_model(config)
     points = expand_grid(grid)
     configs = [trial_config(config, point, i) for i, point in enumerate(points)]
+    for trial in configs:  # a grid may vary data.source, storage or model.base too
+        check_allowed_roots(trial)
     metric, lower = validation_metric(config)
     trials = run_trials(configs, points, max_concurrent)
     best = choose_best(trials, lower)

@@ -9,8 +9,9 @@ writes to the Prefect API in $PREFECT_API_URL (idempotent: running it again upda
   base job template, and a pool concurrency limit of gpus x per-gpu flow runs;
 - tag concurrency limit ``gpu-train`` (the train task's tag) of gpus x per-gpu: at most that many
   trainings hold GPUs at once across all pools, while other stages of other runs go on;
-- a webhook notification block ``tuneline-alerts`` and the automation that uses it on Failed /
-  Crashed finetune runs (skipped without a webhook URL).
+- a webhook notification block ``tuneline-alerts`` (the URL in its secret field, masked in the UI
+  and API) and the automation that uses it on Failed / Crashed finetune runs (skipped without a
+  webhook URL).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import yaml
 INFRA = Path(__file__).resolve().parent
 GPU_TAG = "gpu-train"  # tasks/train.py tags the train task with it
 ALERT_BLOCK = "tuneline-alerts"
+WEBHOOK_SECRET = "webhook_url"  # the key in the block's secrets that its url template names
 
 
 def ensure_pool(client, name: str, pool_type: str, concurrency: int | None) -> None:
@@ -59,10 +61,12 @@ def ensure_tag_limit(client, tag: str, limit: int) -> None:
 
 
 def ensure_alert_block(webhook_url: str) -> str:
+    """The webhook block; its URL (often a secret itself: Slack and Teams hooks carry a token) lives in the
+    block's ``secrets``, which the API and UI mask; the plain ``url`` field holds only the template."""
     from prefect.blocks.notifications import CustomWebhookNotificationBlock
 
     block = CustomWebhookNotificationBlock(
-        name="tuneline", url=webhook_url, method="POST",
+        name="tuneline", url="{{" + WEBHOOK_SECRET + "}}", secrets={WEBHOOK_SECRET: webhook_url}, method="POST",
         json_data={"text": "{{subject}}\n{{body}}", "title": "{{subject}}"},
     )
     return str(block.save(ALERT_BLOCK, overwrite=True))

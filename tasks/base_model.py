@@ -9,6 +9,7 @@ import os
 from prefect import get_run_logger
 
 from tuneline.config import FinetuneConfig
+from tuneline.errors import redact_exception
 from tuneline.models.base import pin_base
 
 
@@ -18,7 +19,11 @@ def pin_base_model(config: FinetuneConfig) -> FinetuneConfig:
 
         # Only the download reads it (huggingface_hub takes HF_TOKEN); it is never logged or stored.
         os.environ["HF_TOKEN"] = Secret.load(config.model.token_secret).get()
-    pinned = pin_base(config.model, config.storage_root())
+    try:
+        pinned = pin_base(config.model, config.storage_root())
+    except Exception as err:  # an s3:// or registry: base can fail with the endpoint URL in the message
+        redact_exception(err)
+        raise
     if (pinned["base"], pinned["revision"]) != (config.model.base, config.model.revision):
         get_run_logger().info("base model %s pinned to %s%s", config.model.base, pinned["base"],
                               f" at {pinned['revision']}" if pinned["revision"] else "")

@@ -15,7 +15,7 @@ from prefect.runtime import task_run
 from prefect.tasks import exponential_backoff
 
 from tuneline.config import RetryConfig
-from tuneline.errors import TunelineError
+from tuneline.errors import TunelineError, redact_exception
 
 
 def is_transient(task, task_run, state) -> bool:
@@ -38,7 +38,12 @@ def stage(name: str):
     def decorate(fn):
         @functools.wraps(fn)
         def run(*args, **kwargs):
-            return fn(*args, **kwargs).model_copy(update={"attempts": task_run.run_count})
+            try:
+                result = fn(*args, **kwargs)
+            except Exception as err:  # e.g. botocore's EndpointConnectionError names AWS_ENDPOINT_URL whole
+                redact_exception(err)  # no URL credentials in the failed state's message or traceback
+                raise
+            return result.model_copy(update={"attempts": task_run.run_count})
 
         # log_prints off: the flows' print-to-log would also catch what libraries print to a captured
         # stdout (dill disassembles every function datasets.map fingerprints: ~100 lines of bytecode).

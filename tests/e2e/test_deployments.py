@@ -3,7 +3,8 @@
 deployments/prefect.yaml deploys as the README says; the on-demand deployment runs through
 the worker with a parameter override and registers its model; a bad parameter is refused by
 the server before any work; the schedule is there; every infra template and the failure
-automation are accepted by the server, and the automation fires on a failed run.
+automation are accepted by the server, and the automation fires on a failed run; the alert
+block keeps its webhook URL in its secret field.
 """
 
 from __future__ import annotations
@@ -141,3 +142,16 @@ def test_failure_automation_is_accepted_and_notifies(prefect_stack, client, webh
     print("alert:", alerts[0]["text"])
     for alert in alerts:  # one per automation: the set-up one and the one the CLI created
         assert "Failed" in alert["text"] and "missing.csv" in alert["text"], alert
+
+
+def test_the_webhook_url_is_kept_in_the_alert_blocks_secret_field(prefect_stack, client, webhook):
+    """The block's plain fields (shown in the UI and returned by the API) hold a template, not the URL."""
+    [automation] = client.read_automations_by_name("tuneline-run-failed")
+    block_id = automation.actions[0].block_document_id
+    shown = client.read_block_document(block_id, include_secrets=False)
+    assert shown.name == "tuneline-alerts"
+    assert webhook.url not in json.dumps(shown.data, default=str), shown.data
+    assert "127.0.0.1" not in json.dumps(shown.data, default=str)
+    assert shown.data["url"] == "{{webhook_url}}"
+    stored = client.read_block_document(block_id, include_secrets=True)  # what the notification uses
+    assert stored.data["secrets"] == {"webhook_url": webhook.url}

@@ -7,6 +7,7 @@ tests/e2e/test_deployments.py.
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 
@@ -129,3 +130,65 @@ def test_automation_file():
     spec["actions"][0]["block_document_id"] = "00000000-0000-0000-0000-000000000000"
     automation = AutomationCore.model_validate(spec)
     assert set(automation.trigger.expect) == {"prefect.flow-run.Failed", "prefect.flow-run.Crashed"}
+
+
+# -- .dockerignore: what stays out of the worker image ------------------------------------------------
+
+def dockerignore_patterns(text: str) -> list[tuple[bool, re.Pattern]]:
+    """(is an exception '!', regex) per line, as Docker's patternmatcher compiles them."""
+    patterns = []
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        exception = line.startswith("!")
+        pattern = os.path.normpath(line.removeprefix("!").strip()).lstrip("/")
+        regex, i = "", 0
+        while i < len(pattern):
+            if pattern.startswith("**", i):
+                i += 3 if pattern.startswith("**/", i) else 2
+                regex += ".*" if i >= len(pattern) else "(.*/)?"  # "**" at the end: everything below
+                continue
+            char = pattern[i]
+            regex += {"*": "[^/]*", "?": "[^/]"}.get(char, char if char in "[]-^" else re.escape(char))
+            i += 1
+        patterns.append((exception, re.compile(f"^{regex}$")))
+    return patterns
+
+
+def dockerignored(path: str, patterns) -> bool:
+    """Docker's rule (patternmatcher.MatchesOrParentMatches): the last pattern that matches the path or one
+    of its parent folders wins; '!' patterns bring a path back."""
+    parts, ignored = path.split("/"), False
+    for exception, regex in patterns:
+        if any(regex.match("/".join(parts[:n])) for n in range(1, len(parts) + 1)):
+            ignored = not exception
+    return ignored
+
+
+def test_dockerignore_keeps_secrets_environments_and_local_state_out_of_the_worker_image():
+    compose = yaml.safe_load((INFRA / "compose.yaml").read_text())
+    context = (INFRA / compose["services"]["setup"]["build"]["context"]).resolve()
+    assert context == REPO, "the .dockerignore below sits at the build context's root"
+    patterns = dockerignore_patterns((context / ".dockerignore").read_text())
+    for path in ("infra/.env", ".env", "examples/.env", "infra/.env.production", "infra/prod.env",
+                 ".venv/bin/python", ".venv", ".git/config", "tuneline/__pycache__/config.cpython-311.pyc",
+                 "flows/x.pyc", "tuneline.egg-info/PKG-INFO", ".pytest_cache/v/cache", ".tuneline/registry/m",
+                 "examples/.tuneline/datasets/x/data.parquet", ".s3data/volume.dat", ".serve/prefect.db",
+                 "out/run.json", ".cache/tuneline/s3/x"):
+        assert dockerignored(path, patterns), f"{path} would be baked into the worker image"
+    # what the Dockerfile copies stays in the context
+    copied = [source for line in (INFRA / "Dockerfile").read_text().splitlines() if line.startswith("COPY ")
+              for source in line.split()[1:-1]]
+    assert "infra" in copied and "tuneline" in copied
+    for path in (*copied, "tuneline/config.py", "infra/setup_prefect.py", "infra/work-pools/process.json",
+                 "examples/data/reviews.csv", "deployments/prefect.yaml", "infra/Dockerfile"):
+        assert not dockerignored(path, patterns), f"{path} is needed in the image but .dockerignore drops it"
+
+
+def test_dockerignore_matcher_follows_dockers_rules():
+    patterns = dockerignore_patterns(".env\n**/*.pyc\nbuild/\n!build/keep.txt\n/docs/*.md\n")
+    assert dockerignored(".env", patterns) and not dockerignored("infra/.env", patterns)  # anchored at the root
+    assert dockerignored("a.pyc", patterns) and dockerignored("a/b/c.pyc", patterns)
+    assert dockerignored("build/x/y", patterns) and not dockerignored("build/keep.txt", patterns)
+    assert dockerignored("docs/a.md", patterns) and not dockerignored("docs/sub/a.md", patterns)
