@@ -40,8 +40,8 @@ def test_process_template_pins_the_gpu():
 
 
 def test_docker_template_requests_nvidia_gpus_and_shared_memory():
-    docker_types = pytest.importorskip("docker.types")
-    worker = pytest.importorskip("prefect_docker.worker", reason="pip install prefect-docker (the test extra)")
+    import docker.types as docker_types  # the test extra: missing is an error, not a skip
+    import prefect_docker.worker as worker
 
     config = worker.DockerWorkerJobConfiguration.model_validate(render("docker", gpu_count=2))
     kwargs = config.container_create_kwargs
@@ -54,7 +54,7 @@ def test_docker_template_requests_nvidia_gpus_and_shared_memory():
 
 
 def test_kubernetes_template_asks_for_gpus_on_gpu_nodes():
-    worker = pytest.importorskip("prefect_kubernetes.worker", reason="pip install prefect-kubernetes (the test extra)")
+    import prefect_kubernetes.worker as worker  # the test extra
 
     config = worker.KubernetesWorkerJobConfiguration.model_validate(render("kubernetes", gpu_count=4))
     pod = config.job_manifest["spec"]["template"]["spec"]
