@@ -6,6 +6,11 @@ encoded splits under ``prepared/<key>`` and the base model folder; writes checkp
 ``training.json`` beside it (rank 0 only under torchrun). The objective supplies the model, collator,
 loss and metrics (``TrainerParts``); early stopping (``training.early_stopping_patience``) scores the
 gate metric on the validation split and restores the best checkpoint at the end.
+
+Test hook (inert unless its variable is set; read only here, in the training child):
+``TUNELINE_FAULT_OOM_AT_STEP=N`` raises ``torch.OutOfMemoryError`` at the end of step N while no earlier
+attempt has hit out-of-memory (``oom_retries`` is 0), so the OOM retry path can be caused on a CPU
+(tests/faults/test_oom_retry.py); the retry, with the halved batch, trains on.
 """
 
 from __future__ import annotations
@@ -124,6 +129,25 @@ def halve_batch(plan: dict) -> dict:
             "oom_retries": plan["oom_retries"] + 1}
 
 
+FAULT_OOM_AT_STEP = "TUNELINE_FAULT_OOM_AT_STEP"  # test hook: see the module docstring
+
+
+def injected_faults(plan: dict) -> list:
+    """Test hook: a callback raising out-of-memory at step ``$TUNELINE_FAULT_OOM_AT_STEP``, first OOM only."""
+    at = os.environ.get(FAULT_OOM_AT_STEP)
+    if not at or plan["oom_retries"]:
+        return []
+    import torch
+    from transformers import TrainerCallback
+
+    class InjectedOutOfMemory(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == int(at):
+                raise torch.OutOfMemoryError(f"{FAULT_OOM_AT_STEP}={at}: injected at step {state.global_step}")
+
+    return [InjectedOutOfMemory()]
+
+
 def is_main_process() -> bool:
     """Rank 0 under torchrun (one process per GPU), or the only process: the one that writes results."""
     return int(os.environ.get("RANK", "0")) == 0
@@ -203,7 +227,7 @@ def fine_tune(spec: dict) -> dict:
     set_seed(cfg.training.seed)
     checkpointing = checkpoint_callback(store, cfg.training.checkpoint_every_minutes)
     trainer, parts = build_trainer(cfg, prepared, storage, store, plan, precision,
-                                   [checkpointing, progress_callback()])
+                                   [checkpointing, progress_callback(), *injected_faults(plan)])
     if resume:
         print(f"resuming from {resume.name}", flush=True)
     started = time.perf_counter()
