@@ -1,4 +1,5 @@
-"""Aliases, promotion races, push and load_model on both storage backends (local and real S3)."""
+"""Aliases, promotion races, push and load_model on both storage backends (local and real S3); ``tuneline models``
+as a user drives it (push, promote, show by alias / latest / version, list, errors) and the alias history it leaves."""
 
 from __future__ import annotations
 
@@ -6,12 +7,15 @@ import json
 import subprocess
 import sys
 import threading
+from datetime import datetime
 from pathlib import Path
 
 import pytest
 
+from flows.cli import main
 from tuneline.errors import RegistryError
 from tuneline.registry import Registry
+from tuneline.storage import LocalStorage
 
 
 @pytest.fixture(scope="module")
@@ -139,3 +143,50 @@ def test_eight_concurrent_pushes_of_one_folder_give_eight_complete_versions(any_
     assert reported == list(range(1, 9)), "every push reports its own number"
     pulled = registry.pull("fleet:8", tmp_path / "eighth")
     assert sorted(p.name for p in pulled.iterdir()) == sorted(p.name for p in tiny_classifier.iterdir())
+
+
+def models_cli(capsys, *args: str) -> tuple[int, str, str]:
+    code = main(["models", *args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_push_promote_show_list_and_the_alias_history(tmp_path, capsys, tiny_classifier):
+    store = str(tmp_path / "store")
+    assert models_cli(capsys, "--storage", store, "push", str(tiny_classifier), "tiny", "--alias", "production")[0] == 0
+    other = variant(tiny_classifier, tmp_path, "v2")
+    code, out, _ = models_cli(capsys, "--storage", store, "push", str(other), "tiny")
+    assert code == 0 and out.startswith("tiny:2\t")
+
+    def shown(ref: str) -> dict:
+        code, out, err = models_cli(capsys, "--storage", store, "show", ref)
+        assert code == 0, err
+        return json.loads(out)
+
+    assert shown("tiny@production")["version"] == 1
+    assert shown("tiny")["version"] == 2, "a bare name is the latest version"
+    assert shown("tiny:1")["model_fingerprint"] != shown("tiny:2")["model_fingerprint"]
+
+    code, out, _ = models_cli(capsys, "--storage", store, "promote", "tiny:2", "production")
+    assert code == 0 and out.strip() == "tiny@production -> 2"
+    assert shown("tiny@production")["version"] == 2
+    code, out, _ = models_cli(capsys, "--storage", store, "list", "tiny")
+    assert code == 0 and [line.split("\t")[:2] for line in out.splitlines()] == [["tiny:1", "-"],
+                                                                                  ["tiny:2", "production"]]
+
+    history = Registry(LocalStorage(store)).alias("tiny", "production")["history"]
+    assert [(move["from"], move["to"], move["by"]) for move in history] == [
+        (None, 1, "tuneline models push"), (1, 2, "tuneline models promote")]
+    times = [datetime.fromisoformat(move["at"].replace("Z", "+00:00")) for move in history]
+    assert times == sorted(times) and all(t.tzinfo is not None for t in times)
+
+
+@pytest.mark.parametrize("args, message", [
+    (("list", "nosuch"), "model 'nosuch' has no registered versions"),
+    (("show", "nosuch@production"), "model nosuch has no alias 'production'"),
+    (("show", "nosuch"), "model 'nosuch' has no registered versions"),
+    (("promote", "nosuch", "production"), "model 'nosuch' has no registered versions"),
+])
+def test_unknown_models_are_one_clear_error(tmp_path, capsys, args, message):
+    code, out, err = models_cli(capsys, "--storage", str(tmp_path / "store"), *args)
+    assert code == 1 and out == "" and err.strip() == f"error: {message}"
