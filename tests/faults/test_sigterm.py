@@ -43,8 +43,10 @@ def test_sigterm_to_the_run_checkpoints_leaves_nothing_running_and_the_next_run_
         if run.poll() is None:
             run.kill()
     assert run.returncode != 0
-    time.sleep(1)
-    assert not [pid for pid in started if alive(pid)], f"left running after the command ended:\n{output[-2000:]}"
+    deadline = time.monotonic() + 10  # reaping by init can lag the command's exit a little
+    while [pid for pid in started if alive(pid)]:
+        assert time.monotonic() < deadline, f"left running after the command ended:\n{output[-2000:]}"
+        time.sleep(0.1)
     saved = complete_steps(store)
     assert saved[-1] > EVERY and saved[-1] < 2 * EVERY, f"no checkpoint on SIGTERM (complete: {saved})"
 

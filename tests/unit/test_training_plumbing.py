@@ -44,13 +44,14 @@ def test_timeout_stops_the_whole_process_group(tmp_path):
         "print('started', flush=True)\n"
         "time.sleep(600)\n"
     )
-    started = time.monotonic()
     ended = run_process([sys.executable, "-c", script], lambda line: None, tmp_path / "log",
                         timeout_s=2, grace_s=1)
-    assert ended.stopped_for == "timeout" and ended.code < 0 and time.monotonic() - started < 30
-    grandchild = int(pid_file.read_text())
-    time.sleep(0.2)
-    assert not Path(f"/proc/{grandchild}").exists() or "Z" in Path(f"/proc/{grandchild}/stat").read_text().split()[2]
+    assert ended.stopped_for == "timeout" and ended.code < 0
+    grandchild = Path(f"/proc/{int(pid_file.read_text())}")
+    deadline = time.monotonic() + 10
+    while grandchild.exists() and "Z" not in (grandchild / "stat").read_text().split()[2]:
+        assert time.monotonic() < deadline, "the grandchild outlived the timeout"
+        time.sleep(0.05)
 
 
 CHECKPOINTS_ON_SIGTERM = (
