@@ -77,6 +77,13 @@ def client(prefect_stack):
         yield api
 
 
+def runs_of(client, deployment_id):
+    """The flow runs of one deployment (the nightly's scheduled runs never count in another's)."""
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+
+    return client.read_flow_runs(deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id])))
+
+
 def on_demand_config(client, storage, **changes) -> dict:
     """The on-demand deployment's default config with a tmp storage root, small settings and ``changes``."""
     config = copy.deepcopy(client.read_deployment_by_name(ON_DEMAND).parameters["config"])

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import missing
-from tests.e2e.conftest import ON_DEMAND, wait_for_run
+from tests.e2e.conftest import ON_DEMAND, runs_of, wait_for_run
 
 pytestmark = pytest.mark.slow
 
@@ -49,12 +49,6 @@ def form_property(page, *labels: str):
 def form_field(page, *labels: str):
     """The (first) input of that property."""
     return form_property(page, *labels).locator("input, textarea").first
-
-
-def runs_of(client, deployment_id):
-    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
-
-    return client.read_flow_runs(deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id])))
 
 
 def test_custom_run_from_the_form(prefect_stack, client, browser, tmp_path):

@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from tests.e2e.conftest import ON_DEMAND, SCHEDULED, on_demand_config, wait_for_run
+from tests.e2e.conftest import ON_DEMAND, SCHEDULED, on_demand_config, runs_of, wait_for_run
 from scripts.prefect_stack import REPO
 
 pytestmark = pytest.mark.slow
@@ -54,7 +54,8 @@ def test_both_deployments_on_the_gpu_pool(client):
 
 
 def test_a_bad_parameter_is_refused_before_any_work(prefect_stack, client, tmp_path):
-    before = len(client.read_flow_runs())
+    deployment = client.read_deployment_by_name(ON_DEMAND).id
+    before = len(runs_of(client, deployment))  # not the nightly's scheduled runs
     for change, field, reason in ((("training.precision", "fp8"), "config.training.precision", "is not one of"),
                                   (("training.epochs", -1), "config.training.epochs", "minimum"),
                                   (("data.seed", "forty-two"), "config.data.seed", "is not of type 'integer'")):
@@ -63,7 +64,7 @@ def test_a_bad_parameter_is_refused_before_any_work(prefect_stack, client, tmp_p
         assert flow_run_id is None, output
         flat = " ".join(output.split())
         assert f"Validation failed for field '{field}'" in flat and reason in flat, output
-    assert len(client.read_flow_runs()) == before  # nothing was scheduled, no work started
+    assert len(runs_of(client, deployment)) == before  # nothing was created, no work started
 
 
 def test_on_demand_run_through_the_worker_registers_the_model(prefect_stack, client, tmp_path):
@@ -134,13 +135,15 @@ def test_failure_automation_is_accepted_and_notifies(prefect_stack, client, webh
     run = wait_for_run(client, flow_run_id)
     assert run.state.type.value == "FAILED"
     deadline = time.monotonic() + 120
-    while not any(run.name in json.dumps(body) for body in webhook.received):
+    alerts = []
+    while len(alerts) < 2:  # one per automation: the set-up one and the one the CLI created
         if time.monotonic() > deadline:
-            pytest.fail(f"no notification for failed run {run.name}; received {webhook.received}")
+            pytest.fail(f"not two notifications for failed run {run.name}; received {webhook.received}")
         time.sleep(0.5)
-    alerts = [body for body in webhook.received if run.name in json.dumps(body)]
+        alerts = [body for body in webhook.received if run.name in json.dumps(body)]
     print("alert:", alerts[0]["text"])
-    for alert in alerts:  # one per automation: the set-up one and the one the CLI created
+    assert len(alerts) == 2, alerts
+    for alert in alerts:
         assert "Failed" in alert["text"] and "missing.csv" in alert["text"], alert
 
 
