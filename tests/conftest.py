@@ -56,6 +56,15 @@ def demo_csv(tmp_path: Path) -> Path:
     return target
 
 
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory) -> Path:
+    """A tiny random BERT base-model folder (tests/tiny_models.py): for tests about training's plumbing, where
+    the all-MiniLM-L6-v2 steps would only add time."""
+    from tests.tiny_models import build_tiny_model
+
+    return build_tiny_model("bert", tmp_path_factory.mktemp("tiny-models"))
+
+
 def children_of(pid: int, command: bytes = b"") -> list[int]:
     """Processes whose parent is ``pid`` (and whose command line holds ``command``), from /proc."""
     found = []

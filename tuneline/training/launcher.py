@@ -156,7 +156,7 @@ def run_attempt(storage: Storage, prepared: Prepared, cfg: FinetuneConfig, prefi
     if code == EXIT_INPUT_ERROR:
         raise TrainingInputError(message)
     if code == EXIT_OUT_OF_MEMORY:
-        raise OutOfMemory(message or "CUDA out of memory")
+        raise OutOfMemory(f"{message or 'CUDA out of memory'}; {where}")
     if ended.stopped_for == "timeout":
         raise TrainingTimedOut(f"training used its whole training.timeout_minutes={settings.timeout_minutes} "
                                f"(all attempts of this run together) and stopped after saving a checkpoint; a new "

@@ -64,6 +64,7 @@ def main(spec_path: str) -> int:
 
         error.write_text(f"{type(err).__name__}: {err}")
         if isinstance(err, torch.OutOfMemoryError):
+            print(f"out of memory: {err}", flush=True)  # into train.log too, not only the error
             kind.write_text("oom")
             return EXIT_OUT_OF_MEMORY
         traceback.print_exc()
