@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -39,16 +40,21 @@ def test_flow_registers_a_model_that_loads_with_plain_transformers(demo_csv, sto
     from flows.finetune import finetune
 
     config = parse_config(make_config(demo_csv, storage_root, training={"epochs": 2}))
+    started = time.perf_counter()
     summary = finetune(config=config)
+    wall_s = time.perf_counter() - started
 
     assert list(summary["stages"]) == STAGES
-    assert all(s["status"] == "ran" and s["seconds"] >= 0 for s in summary["stages"].values())
+    assert all(s["status"] == "ran" for s in summary["stages"].values())
+    seconds = {name: s["seconds"] for name, s in summary["stages"].items()}
+    assert sum(seconds.values()) <= wall_s + 0.01 * len(STAGES), (seconds, wall_s)  # each stage timed on its own
     assert summary["version"] == 1 and summary["gate"]["passed"]
     assert summary["metrics"]["f1_macro"] >= 0.8
 
     manifest = Registry(LocalStorage(storage_root)).manifest("test-model", 1)
     for key in ("metrics", "gate", "config", "dataset_fingerprint", "base_model", "code_version", "files"):
         assert manifest[key], key
+    assert seconds["train"] >= manifest["training"]["train_seconds"] > 0  # the stage spans the training it ran
     model_dir = storage_root / "registry/test-model/versions/000001/model"
     assert manifest["uri"] == str(model_dir)
     assert {p.name for p in model_dir.iterdir()} >= {"model.safetensors", "config.json", "tokenizer.json"}
@@ -63,6 +69,7 @@ def test_flow_registers_a_model_that_loads_with_plain_transformers(demo_csv, sto
     again = finetune(config=config)
     assert again["version"] == 1, "identical inputs must not register a duplicate version"
     assert [again["stages"][s]["status"] for s in STAGES[:-1]] == ["cached"] * 5
+    assert again["stages"]["train"]["seconds"] < seconds["train"] / 2, "a cached train stage does not train"
 
 
 def test_failing_gate_registers_nothing_unless_kept(demo_csv, storage_root):

@@ -12,7 +12,7 @@ import yaml
 
 from tests.conftest import EXAMPLES, REPO, make_config
 from tuneline.config import parse_config
-from tuneline.errors import ConfigError, DataError, ValidationFailed
+from tuneline.errors import DataError, ValidationFailed
 from tuneline.registry import Registry
 from tuneline.storage import LocalStorage
 
@@ -47,13 +47,24 @@ def assert_nothing_registered(storage_root: Path) -> None:
 # -- before any flow ------------------------------------------------------------
 
 
-def test_unknown_config_key_fails_before_any_flow(demo_csv, storage_root):
+def test_unknown_config_key_fails_before_any_flow(demo_csv, storage_root, tmp_path, monkeypatch, capsys):
+    """``tuneline run`` on a config with a misspelt key: exit code 2 (a config error), one error line naming
+    the key, and nothing written to the storage root."""
+    from flows.cli import main
+
+    monkeypatch.delenv("TUNELINE_STORAGE", raising=False)
+    monkeypatch.chdir(tmp_path)  # were the default ./.tuneline used, it would land here, not in the repository
+    config_path = tmp_path / "bad.yaml"
     raw = make_config(demo_csv, storage_root, data={"lables": ["negative", "positive"]})
-    with pytest.raises(ConfigError) as caught:
-        parse_config(raw)
-    assert "data.lables: unknown key" in str(caught.value)
+    config_path.write_text(yaml.safe_dump(raw), encoding="utf-8")
+
+    code = main(["run", str(config_path)])
+
+    stderr = capsys.readouterr().err
+    assert code == 2, stderr
+    assert stderr.startswith("error:") and "data.lables: unknown key" in stderr, stderr
     assert list(storage_root.iterdir()) == []  # nothing ran, nothing written
-    assert_nothing_registered(storage_root)
+    assert not (tmp_path / ".tuneline").exists()
 
 
 # -- through the flow -----------------------------------------------------------

@@ -167,8 +167,11 @@ def validation_loss(folder: Path, dataset) -> float:
 
 
 def test_validation_failure_is_attempted_once(tmp_path, storage_root):
+    """Bad data is no outage: this run's validate task fails after one attempt, although 3 are configured,
+    and nothing after it runs. Its task runs are looked up by this flow run's id (the Prefect test server is
+    shared by every test on the worker)."""
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterName
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
     from flows.finetune import finetune
     from tuneline.errors import ValidationFailed
@@ -176,13 +179,18 @@ def test_validation_failure_is_attempted_once(tmp_path, storage_root):
     bad = tmp_path / "bad.csv"
     bad.write_text("text,label\n" + "".join(f"row {i},positive\n" for i in range(30)))
     config = parse_config(make_config(bad, storage_root, retries={"attempts": 3, "backoff_seconds": 0}))
+    state = finetune(config=config, return_state=True)
+    assert state.is_failed(), state
     with pytest.raises(ValidationFailed):
-        finetune(config=config)
+        state.result()
+    this_run = FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id]))
     with get_client(sync_client=True) as client:
-        for _ in range(50):  # task-run records arrive through events; give them a moment
-            runs = client.read_task_runs(task_run_filter=TaskRunFilter(name=TaskRunFilterName(like_="validate")))
-            failed = [r for r in runs if r.state and r.state.is_failed()]
-            if failed:
+        for _ in range(50):  # task-run records arrive through events; wait until validate's final state is in
+            runs = client.read_task_runs(flow_run_filter=this_run)
+            validate = [r for r in runs if r.task_key.startswith("validate")]
+            if validate and all(r.state and r.state.is_final() for r in validate):
                 break
             time.sleep(0.2)
-    assert failed and all(r.run_count == 1 for r in failed), [(r.name, r.run_count) for r in runs]
+    seen = [(r.name, r.state_name, r.run_count) for r in runs]
+    assert [(r.state_name, r.run_count) for r in validate] == [("Failed", 1)], seen
+    assert sorted(r.task_key.split("-")[0] for r in runs) == ["ingest", "validate"], seen  # nothing ran after it

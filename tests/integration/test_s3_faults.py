@@ -1,27 +1,27 @@
 """The S3 backend when the server dies: a real SeaweedFS process is killed mid-operation.
 
-What must hold: the caller gets botocore's connection error (transient: Prefect retries
-it), nothing half-written is visible as a version or an object, and after the server is
-back the same call completes and verifies.
+What must hold: the caller gets ``S3Unreachable`` naming the endpoint (a botocore
+``EndpointConnectionError``, not a ``TunelineError``: Prefect retries it as an outage; never
+a credential, parameter or other botocore error), nothing half-written is visible as a
+version or an object, and after the server is back the same call completes and verifies.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import time
 import threading
 from pathlib import Path
 
 import pytest
-from botocore.exceptions import BotoCoreError, ConnectionClosedError, EndpointConnectionError
 
 from tuneline.errors import TunelineError
 from tuneline.registry import Registry, version_dir
-from tuneline.storage.s3 import S3Storage
+from tuneline.storage.s3 import S3Storage, S3Unreachable
 
 MB = 1024 * 1024
-CONNECTION_ERRORS = (EndpointConnectionError, ConnectionClosedError)
 # Fail fast while the server is down: one retry, short timeouts (production uses 5 attempts).
 FAST_FAIL = {"max_attempts": 2, "connect_timeout_s": 2, "read_timeout_s": 5}
 
@@ -40,6 +40,11 @@ class StopServerAfterPuts(S3Storage):
             self.puts += 1
             if self.puts == self.after:
                 self.server.stop(hard=True)
+
+
+def unreachable(server) -> str:
+    """The start of S3Unreachable's message for ``server``: which endpoint failed (a pattern for ``match``)."""
+    return re.escape(f"storage: the S3 endpoint {server.endpoint} ")
 
 
 def make_sharded_model(folder: Path) -> Path:
@@ -62,14 +67,15 @@ def test_server_killed_mid_registration_leaves_no_version_and_the_retry_complete
     dying = StopServerAfterPuts(server.bucket, "root", server=server, after=3, **FAST_FAIL)
 
     started = time.monotonic()
-    with pytest.raises(CONNECTION_ERRORS) as failure:
+    with pytest.raises(S3Unreachable, match=unreachable(server)) as failure:
         Registry(dying).register("sharded", model, {"run": "first"})
     assert not isinstance(failure.value, TunelineError)  # an outage, so Prefect's retry policy retries it
     assert time.monotonic() - started < 60  # fails fast instead of hanging on the dead server
     assert not server.running
 
     storage = S3Storage(server.bucket, "root", **FAST_FAIL)
-    with pytest.raises(CONNECTION_ERRORS):  # while down, readers fail loudly instead of seeing "no versions"
+    # while down, readers fail loudly instead of seeing "no versions"
+    with pytest.raises(S3Unreachable, match=unreachable(server)):
         Registry(storage).versions("sharded")
 
     server.start()
@@ -106,7 +112,7 @@ def test_server_killed_mid_multipart_upload_leaves_no_object(s3_private_server, 
     weights = tmp_path / "model.safetensors"
     weights.write_bytes(os.urandom(30 * MB))
 
-    with pytest.raises(CONNECTION_ERRORS):
+    with pytest.raises(S3Unreachable, match=unreachable(server)):
         storage.put_file(weights, "big/model.safetensors")
 
     server.start()
@@ -124,9 +130,9 @@ def test_download_from_a_dead_server_leaves_no_file(s3_private_server, tmp_path)
     storage.write_bytes("model/config.json", b"{}")
     server.stop(hard=True)
     target = tmp_path / "out" / "config.json"
-    with pytest.raises(BotoCoreError):
+    with pytest.raises(S3Unreachable, match=unreachable(server)):
         storage.get_file("model/config.json", target)
-    with pytest.raises(BotoCoreError):
+    with pytest.raises(S3Unreachable, match=unreachable(server)):
         storage.local_dir("model")
     assert not target.exists() and list(target.parent.iterdir()) == []
     server.start()

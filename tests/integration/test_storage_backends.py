@@ -151,16 +151,24 @@ def test_concurrent_read_modify_write_loses_no_update(any_storage, request):
 
 
 def test_big_file_round_trips_intact(any_storage, tmp_path):
-    """20 MB of random bytes: on S3 this is the multipart path (threshold lowered below)."""
+    """20 MB of random bytes: on S3 this is the multipart path (threshold lowered below), and it was taken:
+    4 parts of 5 MB were uploaded, and the stored object's ETag is a multipart one (``"<md5 of md5s>-4"``)."""
+    parts = []
     if not isinstance(any_storage, LocalStorage):
         from boto3.s3.transfer import TransferConfig
 
         MB = 1024 * 1024
         any_storage.transfer = TransferConfig(multipart_threshold=8 * MB, multipart_chunksize=5 * MB,
                                               max_concurrency=4)
+        any_storage.client.meta.events.register("after-call.s3.UploadPart", lambda **_: parts.append(1))
     source = tmp_path / "weights.safetensors"
     source.write_bytes(os.urandom(20 * 1024 * 1024))
     any_storage.put_file(source, "big/weights.safetensors")
+    if not isinstance(any_storage, LocalStorage):
+        head = any_storage.client.head_object(Bucket=any_storage.bucket,
+                                              Key=any_storage.object_key("big/weights.safetensors"))
+        assert (len(parts), head["ETag"].strip('"').rpartition("-")[2]) == (4, "4"), (len(parts), head["ETag"])
+        assert head["ContentLength"] == 20 * 1024 * 1024
     target = tmp_path / "back" / "weights.safetensors"
     any_storage.get_file("big/weights.safetensors", target)
     assert sha256(target) == sha256(source)

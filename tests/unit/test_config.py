@@ -101,9 +101,23 @@ def test_fractions_leaving_less_than_ten_percent_for_training_are_rejected(valid
     assert "at least 10%" in message
 
 
-def test_fractions_leaving_more_than_ten_percent_for_training_are_accepted():
-    cfg = parse_config(minimal(validation_fraction=0.45, test_fraction=0.4))
-    assert cfg.data.validation_fraction + cfg.data.test_fraction < 0.9
+@pytest.mark.parametrize("validation_fraction,test_fraction,train_rows", [(0.45, 0.4, 15), (0.5, 0.39, 11),
+                                                                         (0.0, 0.89, 11)])
+def test_fractions_leaving_more_than_ten_percent_for_training_are_accepted(validation_fraction, test_fraction,
+                                                                            train_rows):
+    """Accepted as given, and the split of 100 distinct rows really leaves that share for training
+    (test first, then validation's share of the rest: 100 - 40 - 45 = 15 for the first case)."""
+    import pandas as pd
+
+    from tuneline.data.splits import INPUT, STRATUM, assign_splits
+
+    cfg = parse_config(minimal(validation_fraction=validation_fraction, test_fraction=test_fraction))
+    assert (cfg.data.validation_fraction, cfg.data.test_fraction) == (validation_fraction, test_fraction)
+    frame = pd.DataFrame({INPUT: [f"row {i}" for i in range(100)], STRATUM: "all"})
+    splits = assign_splits(frame, cfg.data)
+    test_rows = round(100 * test_fraction)
+    assert [int((splits == name).sum()) for name in ("train", "validation", "test")] == [
+        train_rows, 100 - train_rows - test_rows, test_rows]
 
 
 def test_numeric_labels_are_coerced_to_strings():
