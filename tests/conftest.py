@@ -65,6 +65,28 @@ def tiny_bert(tmp_path_factory) -> Path:
     return build_tiny_model("bert", tmp_path_factory.mktemp("tiny-models"))
 
 
+def task_runs_of(flow_run_id, *task_names: str) -> list:
+    """The task runs of one flow run (the Prefect test server is shared by every test on a worker), once those
+    of ``task_names`` have reached a final state (task-run records arrive through events, a little later)."""
+    import time
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    this_run = FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
+    deadline = time.monotonic() + 30
+    with get_client(sync_client=True) as client:
+        while True:
+            runs = client.read_task_runs(flow_run_filter=this_run)
+            named = [r for r in runs if r.task_key.split("-")[0] in task_names]
+            if {r.task_key.split("-")[0] for r in named} >= set(task_names) and all(
+                    r.state and r.state.is_final() for r in named):
+                return runs
+            if time.monotonic() > deadline:
+                return runs
+            time.sleep(0.2)
+
+
 def children_of(pid: int, command: bytes = b"") -> list[int]:
     """Processes whose parent is ``pid`` (and whose command line holds ``command``), from /proc."""
     found = []

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import make_config, training_pids
+from tests.conftest import make_config, task_runs_of, training_pids
 from tuneline.config import parse_config
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness")]
@@ -170,9 +170,6 @@ def test_validation_failure_is_attempted_once(tmp_path, storage_root):
     """Bad data is no outage: this run's validate task fails after one attempt, although 3 are configured,
     and nothing after it runs. Its task runs are looked up by this flow run's id (the Prefect test server is
     shared by every test on the worker)."""
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
-
     from flows.finetune import finetune
     from tuneline.errors import ValidationFailed
 
@@ -183,14 +180,8 @@ def test_validation_failure_is_attempted_once(tmp_path, storage_root):
     assert state.is_failed(), state
     with pytest.raises(ValidationFailed):
         state.result()
-    this_run = FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id]))
-    with get_client(sync_client=True) as client:
-        for _ in range(50):  # task-run records arrive through events; wait until validate's final state is in
-            runs = client.read_task_runs(flow_run_filter=this_run)
-            validate = [r for r in runs if r.task_key.startswith("validate")]
-            if validate and all(r.state and r.state.is_final() for r in validate):
-                break
-            time.sleep(0.2)
+    runs = task_runs_of(state.state_details.flow_run_id, "validate")
+    validate = [r for r in runs if r.task_key.startswith("validate")]
     seen = [(r.name, r.state_name, r.run_count) for r in runs]
     assert [(r.state_name, r.run_count) for r in validate] == [("Failed", 1)], seen
     assert sorted(r.task_key.split("-")[0] for r in runs) == ["ingest", "validate"], seen  # nothing ran after it

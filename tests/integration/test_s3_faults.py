@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import time
 import threading
 from pathlib import Path
 
@@ -61,16 +60,15 @@ def tree(folder: Path) -> dict[str, bytes]:
     return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
+@pytest.mark.timeout(120)  # fails fast instead of hanging on the dead server
 def test_server_killed_mid_registration_leaves_no_version_and_the_retry_completes(s3_private_server, tmp_path):
     server = s3_private_server
     model = make_sharded_model(tmp_path / "model")
     dying = StopServerAfterPuts(server.bucket, "root", server=server, after=3, **FAST_FAIL)
 
-    started = time.monotonic()
     with pytest.raises(S3Unreachable, match=unreachable(server)) as failure:
         Registry(dying).register("sharded", model, {"run": "first"})
     assert not isinstance(failure.value, TunelineError)  # an outage, so Prefect's retry policy retries it
-    assert time.monotonic() - started < 60  # fails fast instead of hanging on the dead server
     assert not server.running
 
     storage = S3Storage(server.bucket, "root", **FAST_FAIL)
