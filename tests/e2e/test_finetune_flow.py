@@ -11,8 +11,10 @@ import json
 import subprocess
 import sys
 import time
+import uuid
 
 import pytest
+import yaml
 
 from tests.conftest import EXAMPLES, make_config
 from tuneline.config import parse_config
@@ -72,7 +74,7 @@ def test_flow_registers_a_model_that_loads_with_plain_transformers(demo_csv, sto
     assert again["stages"]["train"]["seconds"] < seconds["train"] / 2, "a cached train stage does not train"
 
 
-def test_failing_gate_registers_nothing_unless_kept(demo_csv, storage_root):
+def test_failing_gate_registers_nothing_unless_kept(demo_csv, storage_root, tmp_path):
     from flows.finetune import finetune
 
     weak = make_config(demo_csv, storage_root, training={"epochs": 0.05}, evaluation={"minimum": 0.99})
@@ -80,10 +82,17 @@ def test_failing_gate_registers_nothing_unless_kept(demo_csv, storage_root):
         finetune(config=parse_config(weak))
     assert Registry(LocalStorage(storage_root)).names() == []
 
-    kept = parse_config({**weak, "register": {"keep_failed": True}})
-    with pytest.raises(GateFailed, match="kept as version 1") as failure:
-        finetune(config=kept)
-    assert failure.value.summary["version"] == 1
+    with pytest.raises(GateFailed) as failure:  # cache=false: every stage runs again, nothing reused
+        finetune(config=parse_config({**weak, "cache": False}))
+    assert {stage["status"] for stage in failure.value.summary["stages"].values()} == {"ran"}
+
+    kept = tmp_path / "kept.yaml"
+    kept.write_text(yaml.safe_dump({**weak, "register": {"keep_failed": True}}))
+    done = run_cli("run", str(kept), "--json", cwd=tmp_path)  # the --json contract for a failed gate
+    assert done.returncode == 1 and "error: the candidate failed the gate" in done.stderr, done.stderr[-2000:]
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    assert summary["version"] == 1 and summary["gate"]["passed"] is False and "kept as version 1" in summary["error"]
+    assert summary["stages"]["train"]["status"] == "cached"
     manifest = Registry(LocalStorage(storage_root)).manifest("test-model", 1)
     assert manifest["gate"]["passed"] is False
 
@@ -143,6 +152,10 @@ def test_champion_challenger_gate_on_s3(demo_csv, s3_root):
 
     registry = Registry(open_storage(s3_root))
     assert registry.alias("test-model", "production")["version"] == 2
+    history = registry.alias("test-model", "production")["history"]
+    assert [(move["from"], move["to"]) for move in history] == [(None, 1), (1, 2)]
+    runs = [uuid.UUID(move["by"]) for move in history]  # by: the flow run that promoted
+    assert runs[0] != runs[1] and all(move["at"] for move in history)
     manifest = registry.manifest("test-model", 3)
     assert manifest["champion_metrics"]["f1_macro"] == strong["metrics"]["f1_macro"]
     assert manifest["metrics"]["f1_macro"] == weaker["metrics"]["f1_macro"]
