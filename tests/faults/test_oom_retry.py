@@ -61,3 +61,8 @@ def test_out_of_memory_is_retried_with_half_the_batch_and_the_same_effective_bat
     assert (record["batch_size"], record["gradient_accumulation"], record["oom_retries"]) == (8, 2, 1)
     assert record["batch_size"] * record["gradient_accumulation"] == 16, "the effective batch is unchanged"
     assert record["global_step"] == record["max_steps"] == 18, "the same plan: 280 rows / 16 per update"
+    # the loss of a half batch accumulated twice is still a per-example mean (it was doubled: BERT's forward takes
+    # **kwargs, so the Trainer counted its mean loss as already scaled for accumulation)
+    before = [h["loss"] for h in record["train_losses"] if h["step"] <= 4]
+    after = [h["loss"] for h in record["train_losses"] if h["step"] > 4]
+    assert before and after and max(after) < 1.3 * max(before), record["train_losses"]

@@ -12,7 +12,9 @@ How a child is stopped, and why:
   ``TerminationSignal``, Ctrl-C a ``KeyboardInterrupt``): the same SIGTERM and grace, reading the
   child's last lines meanwhile, then the exception goes on;
 - when the caller sets ``stop`` (e.g. it lost its lease on the candidate): SIGKILL at once, so the
-  child writes nothing more.
+  child writes nothing more;
+- when ``stop_every_child`` was called (the process is being stopped while children run in other
+  threads, e.g. a sweep's concurrent trials): SIGTERM and grace, as for a timeout; no new child starts.
 
 Nothing outlives the call.
 """
@@ -27,6 +29,16 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, TextIO
+
+from tuneline.training.outcomes import TrainingStopped
+
+
+STOPPING = threading.Event()  # this process is being stopped: running children checkpoint and end, none starts
+
+
+def stop_every_child() -> None:
+    """Stop the children every thread of this process runs (each checkpoints first); refuse new ones."""
+    STOPPING.set()
 
 
 class RateLimitedLog:
@@ -53,7 +65,7 @@ class Ended:
     """How a child ended: its exit code (negative: killed by that signal) and who stopped it, if anyone."""
 
     code: int
-    stopped_for: str | None = None  # "timeout", "stall", "stop" (the caller's event); None: it ended by itself
+    stopped_for: str | None = None  # "timeout", "stall", "stop" (the caller's event), "stopping" (the process's)
 
 
 def run_process(command: list[str], log_line: Callable[[str], None], log_file: Path, *,
@@ -61,6 +73,8 @@ def run_process(command: list[str], log_line: Callable[[str], None], log_file: P
                 env: dict | None = None, on_start: Callable[[int], None] | None = None,
                 stop: threading.Event | None = None) -> Ended:
     """Run ``command`` to its end; see the module docstring for when and how it is stopped early."""
+    if STOPPING.is_set():
+        raise TrainingStopped("this process is being stopped: no training starts (a new run resumes)")
     log_file.parent.mkdir(parents=True, exist_ok=True)
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
                                start_new_session=True, env=env)
@@ -81,6 +95,8 @@ def run_process(command: list[str], log_line: Callable[[str], None], log_file: P
                 stopped_for.append("timeout")
             elif stall_s and now - last_output > stall_s:
                 stopped_for.append("stall")
+            elif STOPPING.is_set():
+                stopped_for.append("stopping")
             else:
                 continue
             terminate(process, grace_s)

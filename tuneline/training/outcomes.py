@@ -29,5 +29,10 @@ class TrainingTimedOut(TunelineError):
     """The run's training time budget (all attempts together) is spent: not retried; a new run resumes."""
 
 
+class TrainingStopped(TunelineError):
+    """The process was being stopped (SIGTERM): training checkpointed and ended, or did not start. Not retried:
+    the process is going away; a new run resumes from the checkpoint."""
+
+
 class OutOfMemory(RuntimeError):
     """CUDA ran out of memory (retried with half the per-device batch, same effective batch)."""
