@@ -2,7 +2,7 @@
 
 It lives beside the flows it runs (the core library, ``tuneline/``, never imports Prefect).
 
-Reads a YAML config (run) or the storage root (models); prints results to stdout,
+Reads a YAML config (run), the storage root (models) or labelled data (evaluate); prints results to stdout,
 logs to stderr. Errors are one paragraph on stderr and a non-zero exit code.
 """
 
@@ -39,12 +39,33 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--max-concurrent", type=int, default=1, help="trials running at once (default 1)")
     sweep.add_argument("--json", action="store_true", help="print the sweep summary as JSON on the last line")
 
+    evaluate = commands.add_parser("evaluate", help="score registered versions on new labelled data, side by side")
+    evaluate.add_argument("refs", nargs="+", metavar="REF", help="NAME, NAME:VERSION or NAME@ALIAS (one or more)")
+    evaluate.add_argument("data", help="labelled data: a file or folder (CSV, TSV, JSONL, Parquet, CoNLL) or s3://")
+    evaluate.add_argument("--storage", help=f"storage root (default: $TUNELINE_STORAGE or {DEFAULT_STORAGE})")
+    evaluate.add_argument("--json", action="store_true", help="print the comparison as JSON")
+
+    predict = commands.add_parser("predict", help="predict every row of a data file with a registered version")
+    predict.add_argument("ref", help="NAME, NAME:VERSION or NAME@ALIAS")
+    predict.add_argument("data", help="rows to predict: a file (CSV, TSV, JSONL, Parquet, CoNLL), local or s3://")
+    predict.add_argument("--out", required=True,
+                         help="output file, local or s3:// (.csv, .tsv, .jsonl, .parquet): the rows plus predictions")
+    predict.add_argument("--batch-size", type=int, default=32, help="rows per forward pass (default 32)")
+    predict.add_argument("--text-column", help="read the input text (token lists, prompts) from this column "
+                         "instead of the one the model was trained with")
+    predict.add_argument("--text-pair-column", help="read the second text of a pair from this column")
+    predict.add_argument("--max-new-tokens", type=int,
+                         help="causal_lm: answer length limit (default: the version's evaluation.max_new_tokens)")
+    predict.add_argument("--data-format", default="auto", choices=["auto", "csv", "tsv", "jsonl", "parquet", "conll"],
+                         help="DATA's format, for a file without its extension (default: by extension)")
+    predict.add_argument("--storage", help=f"storage root (default: $TUNELINE_STORAGE or {DEFAULT_STORAGE})")
+
     models = commands.add_parser("models", help="inspect and fetch registered models")
     models.add_argument("--storage", help=f"storage root (default: $TUNELINE_STORAGE or {DEFAULT_STORAGE})")
     verbs = models.add_subparsers(dest="verb", required=True)
     listing = verbs.add_parser("list", help="list models, or the versions of one model")
     listing.add_argument("name", nargs="?")
-    show = verbs.add_parser("show", help="print a version's manifest")
+    show = verbs.add_parser("show", help="print a version's manifest, plus its evaluations on other data")
     show.add_argument("ref", help="NAME, NAME:VERSION or NAME@ALIAS")
     pull = verbs.add_parser("pull", help="download a version and verify its checksums")
     pull.add_argument("ref", help="NAME, NAME:VERSION or NAME@ALIAS")
@@ -131,6 +152,10 @@ def print_summary(summary: dict) -> None:
     print(f"gate     {gate['decision']}: {gate['reason']}")
     if summary.get("alias"):
         print(f"alias    {summary['model']}@{summary['alias']} -> version {summary['version']}")
+    if summary.get("approval"):  # evaluation.approval: required
+        approval = summary["approval"]
+        print(f"approval {approval['status']}" + (f" by {approval['decided_by']}" if approval.get("decided_by") else "")
+              + (f": {approval['comment']}" if approval.get("comment") else ""))
     print("metrics  " + ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
                                   for k, v in summary["metrics"].items()))
     print("stages   " + ", ".join(f"{k} {v['status']} {v['seconds']}s" for k, v in summary["stages"].items()))
@@ -182,7 +207,8 @@ def command_models(args) -> int:
                 print(f"{name}:{version}\t{tags}\t{score}\t{manifest.get('registered_at', '')}\t{manifest['uri']}")
     elif args.verb == "show":
         name, version = registry.resolve(args.ref)
-        print(json.dumps(registry.manifest(name, version), indent=2))
+        evaluations = [listed_evaluation(record) for record in registry.evaluations(name, version)]
+        print(json.dumps({**registry.manifest(name, version), "evaluations": evaluations}, indent=2))
     elif args.verb == "pull":
         dest = registry.pull(args.ref, Path(args.dest))
         print(dest)
@@ -208,6 +234,79 @@ def command_models(args) -> int:
     return 0
 
 
+def listed_evaluation(record: dict) -> dict:
+    """A version's stored evaluation on other data as ``models show`` lists it (beside the manifest, not in it)."""
+    scalars = {k: v for k, v in record["metrics"].items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    return {"dataset_fingerprint": record["dataset_fingerprint"], "source": record["source"], "rows": record["rows"],
+            "metric": record["metric"], "metrics": scalars, "evaluated_at": record["evaluated_at"],
+            "uri": record["uri"]}
+
+
+def command_evaluate(args) -> int:
+    """Score each version on DATA (no Prefect server: the library directly, as the flow's task does)."""
+    from tuneline.access import check_allowed_locations, check_allowed_roots
+    from tuneline.stages.evaluate_version import compare, evaluate_registered, plan_evaluations
+    from tuneline.storage import open_storage
+
+    root = args.storage or os.environ.get("TUNELINE_STORAGE") or DEFAULT_STORAGE
+    check_allowed_locations(data=args.data, storage=root)
+    storage = open_storage(root)
+    planned = plan_evaluations(storage, args.refs, args.data)  # every ref resolved before anything is written
+    for _, config in planned:
+        check_allowed_roots(config)
+    comparison = compare([evaluate_registered(storage, ref, args.data) for ref, _ in planned])
+    if args.json:
+        print(json.dumps(comparison))
+    else:
+        print_comparison(comparison)
+    return 0
+
+
+def print_comparison(comparison: dict) -> None:
+    """Metric rows by version columns, the gate metric first; then where each result is stored."""
+    from tuneline.stages.evaluate_version import comparison_table
+
+    print(f"data     {comparison['source']}: {comparison['rows']} rows, fingerprint "
+          f"{comparison['dataset_fingerprint'][:16]}")
+    gate = f" (gate, {'lower' if comparison['lower_is_better'] else 'higher'} is better)"
+    table = comparison_table(comparison)
+    columns = list(table[0])[1:]
+    lines = [["metric", *columns]] + [
+        [row["metric"] + (gate if row["metric"] == comparison["metric"] else ""),
+         *(f"{row[c]:.4f}" if isinstance(row[c], float) else "-" if row[c] is None else str(row[c]) for c in columns)]
+        for row in table]
+    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
+    for line in lines:
+        print(line[0].ljust(widths[0]) + "".join("  " + cell.rjust(w) for cell, w in zip(line[1:], widths[1:])))
+    for evaluation in comparison["evaluations"]:
+        status = "reused (evaluated earlier)" if evaluation["reused"] else "stored"
+        print(f"{evaluation['model']}:{evaluation['version']}  {status}: {evaluation['uri']}")
+
+
+def command_predict(args) -> int:
+    """Predict DATA with a registered version (the library directly, as the flow's task does); a short summary."""
+    from tuneline.access import check_allowed_locations
+    from tuneline.stages.predict import predict_file
+
+    root = args.storage or os.environ.get("TUNELINE_STORAGE") or DEFAULT_STORAGE
+    check_allowed_locations(data=args.data, out=args.out, storage=root)
+
+    def progress(done: int, total: int) -> None:
+        if done < total:  # long inputs only: the summary reports the end
+            print(f"predicted {done}/{total} rows ({100 * done / total:.0f}%)", file=sys.stderr, flush=True)
+
+    result = predict_file(args.ref, args.data, args.out, batch_size=args.batch_size, storage_root=root,
+                          text_column=args.text_column, text_pair_column=args.text_pair_column,
+                          max_new_tokens=args.max_new_tokens, data_format=args.data_format, progress=progress)
+    print(f"model    {result.model}:{result.version} ({result.task}, on {result.device})")
+    print(f"rows     {result.rows} in {result.predict_seconds:.1f}s: {result.rows_per_second:.1f} rows/s "
+          f"(batch size {result.batch_size}; {result.seconds:.1f}s in all)")
+    print(f"columns  {', '.join(result.columns)}")
+    print(f"out      {result.output}" + (f" (version recorded in {result.metadata})"
+                                         if result.metadata != result.output else " (version in its metadata)"))
+    return 0
+
+
 def exit_on_sigterm(signum, frame) -> None:
     """SIGTERM (docker stop, preemption, Prefect cancellation) ends the command like Ctrl-C: every ``finally`` and
     exit handler runs, so the training child checkpoints first and Prefect's temporary server is stopped.
@@ -219,7 +318,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     previous = signal.signal(signal.SIGTERM, exit_on_sigterm) if args.command in ("run", "sweep") else None
     try:
-        commands = {"run": command_run, "sweep": command_sweep, "models": command_models}
+        commands = {"run": command_run, "sweep": command_sweep, "models": command_models,
+                    "evaluate": command_evaluate, "predict": command_predict}
         return commands[args.command](args)
     except TunelineError as err:
         print(f"error: {err}", file=sys.stderr)

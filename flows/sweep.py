@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from prefect import flow
 
+from flows.approval import ask_approval
 from flows.stages import StageLog, install_redaction
 from tasks.base_model import pin_base_model
 from tasks.evaluate import evaluate
@@ -28,6 +29,8 @@ from tuneline.access import check_allowed_roots
 from tuneline.config import FinetuneConfig
 from tuneline.errors import GateFailed, TunelineError
 from tuneline.summary import run_summary
+from tuneline.tracking import check_reporting
+from tuneline.training.child import stop_every_child
 from tuneline.stages.sweep import choose_best, expand_grid, trial_config, validation_metric
 
 
@@ -65,7 +68,11 @@ def run_trials(configs: list[FinetuneConfig], grid_points: list[dict], max_concu
     with ThreadPoolExecutor(max_workers=max_concurrent, thread_name_prefix="sweep-trial") as pool:
         futures = [pool.submit(contextvars.copy_context().run, run_trial, configs[i], i, grid_points[i])
                    for i in rest]
-        return [first, *(f.result() for f in futures)]
+        try:
+            return [first, *(f.result() for f in futures)]
+        except BaseException:  # SIGTERM (Prefect's TerminationSignal) or Ctrl-C while trials train in threads
+            stop_every_child()  # their trainings checkpoint and end, trials not started yet fail at once
+            raise
 
 
 @flow(name="sweep", log_prints=True)
@@ -73,6 +80,7 @@ def sweep(config: FinetuneConfig, grid: dict[str, list], max_concurrent: int = 1
     """Train ``config`` once per combination of ``grid`` values; register the best by validation metric."""
     install_redaction()
     check_allowed_roots(config)  # before anything reads data or a model
+    check_reporting(config)  # training.report_to: its packages and MLFLOW_TRACKING_URI
     config = pin_base_model(config)
     points = expand_grid(grid)
     configs = [trial_config(config, point, i) for i, point in enumerate(points)]
@@ -87,6 +95,8 @@ def sweep(config: FinetuneConfig, grid: dict[str, list], max_concurrent: int = 1
     stages = StageLog(chosen.retries)
     evaluation = stages.run(evaluate, chosen, winner["prepared"], winner["trained"])
     registered = stages.run(register, chosen, winner["dataset"], winner["prepared"], winner["trained"], evaluation)
+    if registered.awaits_approval:  # evaluation.approval: required: the run pauses until a person decides
+        registered = ask_approval(stages, chosen, evaluation, registered)
     summary = run_summary(chosen, winner["dataset"], evaluation, registered, stages.stages)
     summary.update(sweep={"grid": grid, "validation_metric": metric, "lower_is_better": lower, "best_trial": best,
                           "best_parameters": winner["parameters"], "max_concurrent": max_concurrent},

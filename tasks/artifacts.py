@@ -1,5 +1,5 @@
 """Prefect artifacts shown on each run's page: validation report, metrics, confusion matrix,
-registered model, and a progress bar while training runs.
+registered model, a progress bar while training runs and the training curves.
 
 Reads the stage result dicts (and the stored validation report); writes only artifacts.
 Keys are per model name (``<name>-metrics`` ...), so the UI's Artifacts page keeps a history
@@ -8,11 +8,14 @@ per model; the progress artifact has no key (one per run).
 
 from __future__ import annotations
 
+import base64
 import re
 import time
 
 from prefect.artifacts import (create_markdown_artifact, create_progress_artifact, create_table_artifact,
                                update_progress_artifact)
+
+from tuneline.curves import training_curves_svg
 
 
 def artifact_key(name: str, what: str) -> str:
@@ -79,11 +82,40 @@ def registration(name: str, registered: dict, gate: dict) -> None:
                   f"**URI:** `{registered['uri']}`",
                   f"**Promoted:** {'yes, to `' + registered['alias'] + '`' if registered.get('alias') else 'no'}"
                   + (f" ({registered['promotion_note']})" if registered.get("promotion_note") else ""),
+                  *approval_lines(registered.get("approval")),
                   "", f"Pull it: `tuneline models pull {name}:{registered['version']} DEST`"]
     else:
         lines += [f"**Nothing registered:** {registered['reason']}"]
     create_markdown_artifact("\n".join(lines), key=artifact_key(name, "model"),
                              description=f"Registration of {name}")
+
+
+def training_curves(name: str, trained: dict, metric: str, mlflow_run: str | None = None) -> None:
+    """The training curves as an image (an SVG data URI: the UI's markdown shows it), and where the trackers are."""
+    svg = training_curves_svg(trained.get("train_losses") or [], trained.get("evaluations") or [], metric)
+    if svg is None:
+        return
+    image = base64.b64encode(svg.encode()).decode()
+    lines = [f"![Training loss per step and validation {metric} per evaluation](data:image/svg+xml;base64,{image})",
+             "", f"{trained['global_step']} steps, train loss {_cell(trained.get('train_loss'))}, validation loss "
+                 f"{_cell(trained.get('eval_loss'))}"]
+    if trained.get("tensorboard_uri"):
+        lines += ["", f"TensorBoard: `tensorboard --logdir {trained['tensorboard_uri']}`"]
+    if mlflow_run:
+        lines += ["", f"MLflow: {mlflow_run}"]
+    create_markdown_artifact("\n".join(lines), key=artifact_key(name, "training-curves"),
+                             description=f"Training curves of {name}")
+
+
+def approval_lines(approval: dict | None) -> list[str]:
+    """``evaluation.approval: required``: the decision, who made it, when and why."""
+    if not approval:
+        return []
+    if approval["status"] == "pending":
+        return ["**Approval:** pending: press Resume on this run's page to approve or reject the promotion"]
+    who = f" by {approval['decided_by']}" if approval.get("decided_by") else ""
+    why = f": {approval['comment']}" if approval.get("comment") else ""
+    return [f"**Approval:** {approval['status']}{who} at {approval.get('decided_at')}{why}"]
 
 
 class TrainingProgress:
@@ -121,3 +153,39 @@ class TrainingProgress:
             if report.get(key) is not None:
                 parts.append(f"{key} {report[key]:.4f}")
         return ", ".join(parts)
+
+
+def version_comparison(comparison: dict, rows: list[dict]) -> None:
+    """Registered versions side by side on new labelled data: one row per metric, one column per version."""
+    first = comparison["evaluations"][0]
+    direction = "lower" if comparison["lower_is_better"] else "higher"
+    create_table_artifact([{column: _cell(value) for column, value in row.items()} for row in rows],
+                          key=artifact_key(first["model"], "evaluation-on-new-data"),
+                          description=f"Metrics on {comparison['source']} ({comparison['rows']} rows, fingerprint "
+                                      f"{comparison['dataset_fingerprint'][:16]}); gate metric first "
+                                      f"({comparison['metric']}, {direction} is better). Each result is stored "
+                                      "beside its version.")
+
+
+class PredictionProgress:
+    """A progress artifact fed by ``predict_file``'s (rows done, rows in all) reports; logs each report too."""
+
+    def __init__(self, description: str, log_line=None):
+        self.artifact_id = create_progress_artifact(0.0, description=description)
+        self.log_line = log_line
+
+    def __call__(self, done: int, total: int) -> None:
+        update_progress_artifact(self.artifact_id, round(100.0 * done / total, 1),
+                                 description=f"{done}/{total} rows predicted")
+        if self.log_line:
+            self.log_line(f"predicted {done}/{total} rows")
+
+
+def prediction(result: dict) -> None:
+    """What a batch prediction wrote, with which version, and how fast."""
+    rows = [{"field": field, "value": _cell(result[field])}
+            for field in ("model", "version", "task", "input", "output", "metadata", "rows", "columns",
+                          "rows_per_second", "predict_seconds", "seconds", "batch_size", "device")]
+    create_table_artifact(rows, key=artifact_key(result["model"], "predictions"),
+                          description=f"Predictions of {result['model']}:{result['version']} for {result['rows']} "
+                                      f"rows of {result['input']} -> {result['output']}")

@@ -19,6 +19,9 @@ def register(config: FinetuneConfig, dataset: Dataset, prepared: Prepared, train
     logger = get_run_logger()
     if registered.registered:
         logger.info("registered %s version %s at %s", config.name, registered.version, registered.uri)
+        if registered.awaits_approval:
+            logger.info("promotion to %s awaits approval (evaluation.approval: required)",
+                        config.evaluation.champion_alias)
     else:
         logger.warning("nothing registered: %s", registered.reason)
     artifacts.registration(config.name, registered.model_dump(), evaluation.gate)

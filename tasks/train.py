@@ -12,6 +12,7 @@ from tasks.policy import stage
 from tuneline.config import FinetuneConfig
 from tuneline.storage import open_storage
 from tuneline.results import Prepared, Trained
+from tuneline.tracking import run_url
 from tuneline.training.launcher import train_candidate
 
 GPU_TAG = "gpu-train"
@@ -24,11 +25,18 @@ def train(config: FinetuneConfig, prepared: Prepared) -> Trained:
     trained = train_candidate(open_storage(config.storage_root()), prepared, config, log_line=logger.info,
                               run_id=flow_run.get_id(), on_progress=progress)
     progress.finish(trained.model_dump())
+    mlflow_run = run_url(trained.mlflow_run_id, trained.mlflow_experiment_id) if trained.mlflow_run_id else None
+    artifacts.training_curves(config.name, trained.model_dump(), config.evaluation.metric.value, mlflow_run)
     logger.info(
         "trained %d steps (resumed from %d) in %.1fs on %s, %s, %.1f samples/s -> %s", trained.global_step,
         trained.resumed_from_step, trained.train_seconds, trained.device, trained.precision,
         trained.samples_per_second or 0, trained.model_uri,
     )
+    if trained.tensorboard_uri:
+        logger.info("TensorBoard event files: %s (view: tensorboard --logdir %s)", trained.tensorboard_uri,
+                    trained.tensorboard_uri)
+    if mlflow_run:
+        logger.info("MLflow run: %s", mlflow_run)
     return trained
 
 

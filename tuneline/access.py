@@ -125,6 +125,15 @@ def check_allowed_roots(config: FinetuneConfig) -> None:
     _require(_base_allowed(roots, base, kind, storage), "model.base", base, roots, hint)
 
 
+def check_allowed_locations(**settings: str) -> None:
+    """The same check for settings given outside a config (``data=..., storage=...``: local paths or s3://)."""
+    roots = allowed_roots()
+    if roots is None:
+        return
+    for setting, value in settings.items():
+        _require(roots.allows_location(value), setting, value, roots)
+
+
 def _base_allowed(roots: AllowedRoots, base: str, kind: str, storage: str) -> bool:
     if kind == "registry":  # the run's own storage root holds the registry
         return roots.allows_location(storage)

@@ -56,6 +56,16 @@ class TrainingMethod(str, enum.Enum):
     lora = "lora"  # low-rank adapters (PEFT) on the attention projections, plus the head
 
 
+class ReportTo(str, enum.Enum):
+    tensorboard = "tensorboard"  # event files beside the candidate: candidates/<key>/tensorboard/
+    mlflow = "mlflow"  # params and per-step metrics, then the test metrics, to $MLFLOW_TRACKING_URI
+
+
+class Approval(str, enum.Enum):
+    none = "none"  # the gate alone decides the promotion
+    required = "required"  # a person approves or rejects a promotion the gate proposes, on the run's page
+
+
 class ClassWeights(str, enum.Enum):
     none = "none"
     balanced = "balanced"  # n / (k * count_c) from the training split: rare classes weigh more
@@ -188,11 +198,23 @@ class TrainingConfig(_Section):
         None, ge=1, description="Stop after this many evaluations without a better gate metric on the validation "
         "split, and keep the best checkpoint; none: off."
     )
+    report_to: list[ReportTo] = Field(
+        [], description="Experiment trackers the Trainer also logs to: tensorboard (event files in "
+        "candidates/<key>/tensorboard/; pip install 'tuneline[tensorboard]') and mlflow (parameters, metrics per "
+        "step and the test metrics, in the experiment named like the model at $MLFLOW_TRACKING_URI; pip install "
+        "'tuneline[mlflow]'); empty: none. The run page draws the training curves either way."
+    )
+
+    @field_validator("report_to")
+    @classmethod
+    def _each_tracker_once(cls, trackers: list[ReportTo]) -> list[ReportTo]:
+        return list(dict.fromkeys(trackers))
 
     def result_settings(self) -> dict:
-        """The settings that change the trained weights (checkpoint cadence and timeouts do not)."""
+        """The settings that change the trained weights (checkpoint cadence, timeouts and reporting do not)."""
         return self.model_dump(mode="json", exclude={"checkpoint_every_steps", "checkpoint_every_minutes",
-                                                     "timeout_minutes", "stall_minutes", "stop_grace_seconds"})
+                                                     "timeout_minutes", "stall_minutes", "stop_grace_seconds",
+                                                     "report_to"})
 
 
 # training.learning_rate when unset, per model.method (README "Learning-rate defaults" has the measurements).
@@ -225,6 +247,15 @@ class EvaluationConfig(_Section):
     champion_alias: str = Field(
         "production", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$",
         description="Alias of the current champion; a winning candidate is promoted to it.",
+    )
+    approval: Approval = Field(
+        Approval.none, description="none: a candidate that beats the champion is promoted at once; required: it is "
+        "registered, then the run pauses until a person approves (promoted) or rejects (not promoted) on the run's "
+        "page in the Prefect UI; who, when and why go into the alias history."
+    )
+    approval_timeout_hours: float = Field(
+        24, gt=0, le=24 * 30, description="approval: required: with no decision after this many hours the version "
+        "stays registered and is not promoted (the run completes, reporting the timeout)."
     )
 
 

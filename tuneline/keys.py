@@ -12,8 +12,10 @@ Layout of a storage root::
     validation/<key>/report.json                     validate
     prepared/<key>/{train,validation,test}, meta.json  prepare
     candidates/<key>/model, training.json, train.log, checkpoints/, registrable/   train
+    candidates/<key>/tensorboard/, mlflow-run.json   train with training.report_to
     evaluations/<key>/metrics.json                   evaluate (and a sweep's validation scores)
     registry/<name>/versions/<NNNNNN>/{claim.json, model/, manifest.json}
+    registry/<name>/versions/<NNNNNN>/evaluations/<fp16>.json   a version scored on other data (tuneline evaluate)
     registry/<name>/aliases/<alias>.json
 """
 
@@ -104,6 +106,16 @@ def checkpoints(prefix: str) -> str:
     return f"{prefix}/checkpoints"
 
 
+def tensorboard(prefix: str) -> str:
+    """TensorBoard event files of every attempt (``training.report_to: [tensorboard]``): a logdir."""
+    return f"{prefix}/tensorboard"
+
+
+def mlflow_run(prefix: str) -> str:
+    """The candidate's MLflow run (id, tracking URI, experiment), written when its first attempt starts it."""
+    return f"{prefix}/mlflow-run.json"
+
+
 def registrable(prefix: str) -> str:
     return f"{prefix}/registrable"
 
@@ -120,6 +132,16 @@ def model_versions(name: str) -> str:
 
 def version_dir(name: str, version: int) -> str:
     return f"{model_versions(name)}/{version:0{VERSION_DIGITS}d}"
+
+
+def version_evaluations(name: str, version: int) -> str:
+    """Where a version's scores on other labelled data live, beside (never inside) its manifest."""
+    return f"{version_dir(name, version)}/evaluations"
+
+
+def version_evaluation(name: str, version: int, dataset_fingerprint: str) -> str:
+    """One version's score on one dataset (its fingerprint's first 16 hex digits, as ``datasets/<fp16>``)."""
+    return f"{version_evaluations(name, version)}/{dataset_fingerprint[:16]}.json"
 
 
 def model_aliases(name: str) -> str:

@@ -2,14 +2,16 @@
 
 Reads and writes under ``registry/<name>/``:
   versions/<NNNNNN>/claim.json     the number, claimed with a create-if-absent write
-  versions/<NNNNNN>/model/...      the model files
+  versions/<NNNNNN>/model/...      the model files (a pipeline version: also README.md, its model card)
   versions/<NNNNNN>/manifest.json  written LAST: no manifest, no version
+  versions/<NNNNNN>/evaluations/<fp16>.json  the version scored on other labelled data, once per dataset
   aliases/<alias>.json             pointer to a version
 Both storage backends give the same semantics.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -18,6 +20,7 @@ import tempfile
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Callable
 
 from tuneline import keys
 from tuneline.errors import RegistryError
@@ -41,6 +44,7 @@ def alias_key(name: str, alias: str) -> str:
 
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
+CARD = "README.md"  # the model card, in the Hugging Face format (tuneline.stages.card)
 
 
 def check_model_folder(folder: Path) -> None:
@@ -126,6 +130,18 @@ class Registry:
             raise RegistryError(f"model {name!r} has no registered versions")
         return name, versions[-1]
 
+    def evaluations(self, name: str, version: int) -> list[dict]:
+        """A version's scores on other labelled data (``tuneline evaluate``), oldest first."""
+        prefix = keys.version_evaluations(name, version)
+        found = [self.storage.read_json(f"{prefix}/{child}") for child in self.storage.list_children(prefix)
+                 if child.endswith(".json")]
+        return sorted(found, key=lambda record: record.get("evaluated_at", ""))
+
+    def evaluation(self, name: str, version: int, dataset_fingerprint: str) -> dict | None:
+        """The stored score of a version on one dataset, or None."""
+        key = keys.version_evaluation(name, version, dataset_fingerprint)
+        return self.storage.read_json(key) if self.storage.exists(key) else None
+
     def find_version(self, name: str, model_fingerprint: str) -> int | None:
         for version in reversed(self.versions(name)):
             if self.manifest(name, version).get("model_fingerprint") == model_fingerprint:
@@ -151,22 +167,34 @@ class Registry:
             version += 1
         return version
 
-    def register(self, name: str, model_dir: Path, manifest_fields: dict, idempotent: bool = True) -> dict:
+    def register(self, name: str, model_dir: Path, manifest_fields: dict, idempotent: bool = True,
+                 card: Callable[[int], str] | None = None) -> dict:
         """Upload a model folder as a new immutable version; the manifest goes last.
 
         ``idempotent`` (the pipeline): identical files return the existing version, and a retry
         after a crash completes the number its first attempt claimed. Otherwise (``models push``)
         every call is a new version, even of the same files.
+
+        ``card(version)``: the text of the version's model card, written as ``README.md`` in place of
+        any README the folder has (PEFT writes a template). It is listed in ``files`` with its sha256
+        like every file, but it is not part of ``model_fingerprint``: that is the model's identity (weights,
+        config, tokenizer), and a card describes one registration (its gate decision, the champion it
+        beat), so the same model registered again returns its existing version with the card written then.
+        The card is written once per version (create-if-absent): a retry lists the one already there.
         """
         check_model_folder(model_dir)
         files = folder_files(model_dir)
+        if card is not None:
+            files.pop(CARD, None)
         fingerprint = files_fingerprint(files)
         existing = self.find_version(name, fingerprint) if idempotent else None
         if existing is not None:
             return {**self.manifest(name, existing), "existing": True}
         version = self._claim(name, fingerprint if idempotent else uuid.uuid4().hex, fingerprint)
         prefix = version_dir(name, version)
-        self.storage.put_dir(model_dir, f"{prefix}/model")  # concurrent on S3
+        self.storage.put_dir(model_dir, f"{prefix}/model", skip={CARD} if card else ())  # concurrent on S3
+        if card is not None:
+            files[CARD] = self._write_card(f"{prefix}/model/{CARD}", card(version))
         manifest = {
             **manifest_fields,
             "name": name,
@@ -184,13 +212,32 @@ class Registry:
             return {**written, "existing": True}
         return {**manifest, "existing": False}
 
+    def add_evaluation(self, name: str, version: int, record: dict) -> tuple[dict, bool]:
+        """Store a version's score on one dataset (``record["dataset_fingerprint"]``) beside it, once: a
+        create-if-absent write, so the first result stays and the manifest is never rewritten.
+        Returns (the stored record, whether this call wrote it)."""
+        self.manifest(name, version)  # the version must exist
+        key = keys.version_evaluation(name, version, record["dataset_fingerprint"])
+        if self.storage.create_exclusive(key, json.dumps(record, indent=2, sort_keys=True, default=str).encode()):
+            return record, True
+        return self.storage.read_json(key), False
+
+    def _write_card(self, key: str, text: str) -> dict:
+        """Write the card once; an earlier attempt's card stays (a concurrent retry must not replace the bytes
+        the first manifest lists). Returns its ``files`` entry."""
+        data = text.encode()
+        if not self.storage.create_exclusive(key, data):
+            data = self.storage.read_bytes(key)
+        return {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
+
     def promote(self, name: str, version: int, alias: str, by: str | None = None,
-                expected_version: int | None | str = "any") -> dict:
+                expected_version: int | None | str = "any", note: dict | None = None) -> dict:
         """Point ``alias`` at ``version`` with compare-and-swap; every move is kept in the pointer's history.
 
         With ``expected_version`` (an int, or None for "no alias yet") the move happens only if the
         alias still points there, so a gate decision made against a champion is never applied
         after someone else moved the alias; returns ``{"moved": False, ...}`` in that case.
+        ``note``: more facts for the move's history entry (a person's approval: who, when, why).
         """
         self.manifest(name, version)  # the version must exist
         key = alias_key(name, alias)
@@ -203,7 +250,7 @@ class Registry:
             if expected_version != "any" and previous != expected_version:
                 return {"moved": False, "alias": alias, "version": previous,
                         "reason": f"alias {alias!r} moved to {previous} since it was read ({expected_version})"}
-            move = {"from": previous, "to": version, "at": now_iso(), "by": by}
+            move = {**(note or {}), "from": previous, "to": version, "at": now_iso(), "by": by}
             updated = {"version": version, "updated_at": move["at"], "by": by,
                        "history": [*pointer.get("history", []), move]}
             if self.storage.replace_if_match(key, json.dumps(updated, indent=2).encode(),

@@ -93,6 +93,11 @@ class Trained(StageResult):
     stopped_early: bool = False
     best_metric: float | None = None
     best_checkpoint: str | None = None
+    train_losses: list[dict[str, int | float]] = Field(
+        default_factory=list, description="The training curve: {step, loss} per logging step, across resumes.")
+    tensorboard_uri: str | None = Field(None, description="TensorBoard logdir of every attempt (report_to).")
+    mlflow_run_id: str | None = Field(None, description="The MLflow run training logged to (report_to).")
+    mlflow_experiment_id: str | None = Field(None, description="...and its experiment.")
 
 
 class Evaluation(StageResult):
@@ -124,3 +129,53 @@ class Registered(StageResult):
     reason: str | None = None
     promotion_note: str | None = None
     metrics: dict[str, Any] | None = None
+    approval: dict[str, Any] | None = Field(
+        None, description="evaluation.approval: required and the gate proposed a promotion: status (pending, "
+        "approved, rejected, timed_out) and, once decided, decided_by, decided_at, comment.")
+
+    @property
+    def awaits_approval(self) -> bool:
+        return (self.approval or {}).get("status") == "pending"
+
+
+class VersionEvaluation(StageResult):
+    """evaluate-registered: a registered version scored on other labelled data, stored beside the version."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    model: str
+    version: int
+    model_fingerprint: str
+    task: str
+    metric: str = Field(description="The version's gate metric (evaluation.metric): listed first.")
+    lower_is_better: bool
+    dataset_fingerprint: str = Field(description="SHA-256 over the data files' names and bytes (as ingest).")
+    source: str = Field(description="The data source: a local path (made absolute) or s3:// URI.")
+    rows: int
+    metrics: dict[str, Any] = Field(description="The pipeline's metrics for the task (per-class report included).")
+    evaluated_at: str
+    code_version: str
+    key: str = Field(description="registry/<name>/versions/<NNNNNN>/evaluations/<fp16>.json")
+    uri: str
+
+
+class Prediction(StageResult):
+    """predict: the file written (input rows plus predictions), the version that predicted, and how fast."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    model: str
+    version: int
+    task: str
+    model_fingerprint: str
+    input: str
+    output: str
+    metadata: str = Field(description="Where the version used is recorded: the Parquet output itself "
+                                      "(key-value metadata 'tuneline'), else the sidecar <output>.meta.json.")
+    rows: int
+    columns: list[str] = Field(description="The prediction columns added to the input's.")
+    batch_size: int
+    device: str
+    predict_seconds: float = Field(description="Predicting only (the model loaded).")
+    rows_per_second: float = Field(description="rows / predict_seconds.")
+    seconds: float = Field(description="The whole call: registry, reading, loading, predicting, writing.")

@@ -24,6 +24,9 @@ def run_summary(cfg: FinetuneConfig, dataset: Dataset, evaluation: Evaluation, r
         "dataset_fingerprint": dataset.fingerprint,
         "stages": stages,
     }
+    if registered.approval:  # evaluation.approval: required: approved / rejected / timed_out, by whom, why
+        summary["approval"] = registered.approval
+        summary["promotion_note"] = registered.promotion_note
     if not gate["passed"]:
         kept = f"; kept as version {registered.version}" if registered.registered else "; nothing registered"
         bound = (f"> evaluation.maximum {gate['maximum']:.4f}" if gate.get("direction") == "lower"

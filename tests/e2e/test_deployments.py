@@ -53,6 +53,18 @@ def test_both_deployments_on_the_gpu_pool(client):
     assert schema["required"] == ["config"]
 
 
+def test_prediction_deployments_with_the_nightly_schedule_off(client):
+    nightly = client.read_deployment_by_name("predict/score-nightly")
+    on_demand = client.read_deployment_by_name("predict/predict-on-demand")
+    for deployment in (nightly, on_demand):
+        assert (deployment.work_pool_name, deployment.entrypoint) == ("gpu", "flows/predict.py:predict")
+        assert deployment.enforce_parameter_schema is True
+        assert set(deployment.parameter_openapi_schema["required"]) == {"ref", "data", "out"}
+    [schedule] = nightly.schedules
+    assert (schedule.schedule.cron, schedule.active) == ("0 3 * * *", False), "off until someone turns it on"
+    assert nightly.parameters["out"].startswith("s3://") and on_demand.schedules == []
+
+
 def test_a_bad_parameter_is_refused_before_any_work(prefect_stack, client, tmp_path):
     deployment = client.read_deployment_by_name(ON_DEMAND).id
     before = len(runs_of(client, deployment))  # not the nightly's scheduled runs

@@ -69,10 +69,12 @@ def test_kubernetes_template_asks_for_gpus_on_gpu_nodes():
 def test_prefect_yaml_deployments():
     spec = yaml.safe_load((REPO / "deployments" / "prefect.yaml").read_text())
     deployments = {d["name"]: d for d in spec["deployments"]}
-    assert set(deployments) == {"finetune-on-demand", "retrain-nightly", "sweep-on-demand"}
+    assert set(deployments) == {"finetune-on-demand", "retrain-nightly", "sweep-on-demand", "score-nightly",
+                                "predict-on-demand"}
     for deployment in deployments.values():
         assert deployment["work_pool"]["name"] == "gpu" and deployment["enforce_parameter_schema"] is True
-        FinetuneConfig.model_validate(deployment["parameters"]["config"])  # the defaults are a valid config
+        if "config" in deployment["parameters"]:
+            FinetuneConfig.model_validate(deployment["parameters"]["config"])  # the defaults are a valid config
     assert {deployments[d]["entrypoint"] for d in ("finetune-on-demand", "retrain-nightly")} == {
         "flows/finetune.py:finetune"}
     sweep = deployments["sweep-on-demand"]
@@ -86,6 +88,29 @@ def test_prefect_yaml_deployments():
     [schedule] = deployments["retrain-nightly"]["schedules"]
     assert schedule["cron"] == "0 2 * * *" and schedule["timezone"] == "Europe/Berlin"
     assert spec["pull"] == [{"prefect.deployments.steps.set_working_directory": {"directory": "{{ $PWD }}"}}]
+
+
+def test_prediction_deployments():
+    """score-nightly: a cron schedule that is off until someone turns it on; predict-on-demand: no schedule. Both
+    name parameters the flow takes, and outputs in a format it writes."""
+    import inspect
+
+    from flows.predict import predict
+    from tuneline.stages.predict import output_format
+
+    spec = yaml.safe_load((REPO / "deployments" / "prefect.yaml").read_text())
+    deployments = {d["name"]: d for d in spec["deployments"]}
+    nightly, on_demand = deployments["score-nightly"], deployments["predict-on-demand"]
+    [schedule] = nightly["schedules"]
+    assert schedule["cron"] == "0 3 * * *" and schedule["active"] is False
+    assert not on_demand["schedules"]
+    taken = set(inspect.signature(predict.fn).parameters)
+    for deployment in (nightly, on_demand):
+        assert deployment["entrypoint"] == "flows/predict.py:predict"
+        assert set(deployment["parameters"]) <= taken and {"ref", "data", "out"} <= set(deployment["parameters"])
+        output_format(deployment["parameters"]["out"])  # raises for an extension it cannot write
+    assert nightly["parameters"]["data"].startswith("s3://") and nightly["parameters"]["out"].startswith("s3://")
+    assert (REPO / on_demand["parameters"]["data"]).is_file()  # runs from the repo root
 
 
 def test_compose_file_has_the_stack():

@@ -1,6 +1,7 @@
 """Ingest: read raw labelled data and snapshot it as Parquet, keyed by content.
 
-Reads CSV / TSV / JSONL / Parquet from a file or a directory of files.
+Reads CSV / TSV / JSONL / Parquet from a file or a directory of files (local or ``s3://``; batch
+prediction reads its input with the same readers: ``list_source_files``, ``read_files``).
 Writes ``datasets/<fingerprint[:16]>/data.parquet`` and ``meta.json`` in the storage
 root. The fingerprint (SHA-256 over each file's name and bytes) is the dataset
 version; ingesting the same bytes again reuses the same snapshot.
@@ -26,26 +27,38 @@ FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl", 
            ".conll": "conll"}
 
 
-def list_source_files(source: str, fmt: str = "auto") -> list[Path]:
-    """The data files a source names: the file itself, or the supported files in a directory."""
+def list_source_files(source: str, fmt: str = "auto", label: str = "data.source") -> list[Path]:
+    """The data files a source names: the file itself, or the supported files in a directory.
+    ``label``: the setting named in errors (``data.source``; batch prediction's ``data``)."""
     if source.startswith("s3://"):  # fetched into the local cache, file names kept (same fingerprint)
         from tuneline.storage.s3 import fetch_source
 
-        source = str(fetch_source(source, tuple(FORMATS)))
+        source = str(fetch_source(source, tuple(FORMATS), label))
     path = Path(source).expanduser()
     if not path.exists():
-        raise DataError(f"data.source: {source} does not exist")
+        raise DataError(f"{label}: {source} does not exist")
     if path.is_file():
         if fmt == "auto" and path.suffix.lower() not in FORMATS:
+            format_setting = "data.format" if label == "data.source" else "the format"
             raise DataError(
-                f"data.source: {path} has an unsupported extension (use {', '.join(FORMATS)}, or set data.format)"
+                f"{label}: {path} has an unsupported extension (use {', '.join(FORMATS)}, or set {format_setting})"
             )
         return [path]
     wanted = [ext for ext, name in FORMATS.items() if fmt in ("auto", name)]
     files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in wanted)
     if not files:
-        raise DataError(f"data.source: directory {path} holds no {', '.join(FORMATS)} files")
+        raise DataError(f"{label}: directory {path} holds no {', '.join(FORMATS)} files")
     return files
+
+
+def read_files(files: list[Path], fmt: str = "auto") -> pd.DataFrame:
+    """Every file's rows, in file order; all files must have the same columns."""
+    frames = [read_table(path, fmt) for path in files]
+    columns = list(frames[0].columns)
+    for path, frame in zip(files[1:], frames[1:]):
+        if list(frame.columns) != columns:
+            raise DataError(f"{path}: columns {list(frame.columns)} differ from {files[0].name}'s {columns}")
+    return pd.concat(frames, ignore_index=True)
 
 
 def _decode_utf8(raw: bytes, path: Path) -> str:
@@ -154,12 +167,8 @@ def ingest_dataset(source: str, storage: Storage, fmt: str = "auto", reuse: bool
     prefix = keys.dataset_prefix(fingerprint)
     if reuse and storage.exists(keys.meta(prefix)):
         return Dataset(**storage.read_json(keys.meta(prefix)), reused=True)
-    frames = [read_table(path, fmt) for path in files]
-    columns = list(frames[0].columns)
-    for path, frame in zip(files[1:], frames[1:]):
-        if list(frame.columns) != columns:
-            raise DataError(f"{path}: columns {list(frame.columns)} differ from {files[0].name}'s {columns}")
-    data = pd.concat(frames, ignore_index=True)
+    data = read_files(files, fmt)
+    columns = list(data.columns)
     with tempfile.TemporaryDirectory() as tmp:
         local = Path(tmp) / "data.parquet"
         try:

@@ -14,7 +14,9 @@ What an objective answers, in pipeline order:
 - train: the model, collator, loss and metrics the shared Trainer loop uses;
 - evaluate: scoring a model folder on a split (the same metrics as training's), a reference model
   scored beside the candidate, whether a champion is comparable;
-- register / load: the folder to register, and loading a registered folder.
+- register / load: the folder to register, and loading a registered folder;
+- predict: the input columns a batch prediction reads, and one batch's predictions in the task's own
+  form (``tuneline.stages.predict`` does the reading, batching, ordering and writing).
 
 Objectives receive the run config (``tuneline.config.FinetuneConfig``) but never import it: the
 config asks the objective, so the dependency points one way only.
@@ -28,6 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
 from tuneline import keys
+from tuneline.errors import ConfigError
 
 if TYPE_CHECKING:  # for annotations only: the config imports the objectives, never the reverse
     import pandas as pd
@@ -49,10 +52,27 @@ class TrainerParts:
     compute_metrics: Callable[[Any], dict] | None  # EvalPrediction -> scalar metrics (validation, early stopping)
     save_folder: Callable[[Any, Path], None]  # (trained model, folder): safetensors only
     compute_loss: Callable | None = None  # Trainer's compute_loss_func (e.g. class-weighted cross-entropy)
-    loss_is_mean: bool = False  # compute_loss returns a per-batch mean (not scaled for gradient accumulation)
+    # The training loss (compute_loss, else the model's own) is a per-batch mean: the Trainer must divide it by
+    # the accumulation steps itself. False: the model normalizes by num_items_in_batch (HF causal LMs).
+    loss_is_mean: bool = False
     adapter: bool = False  # the saved folder is a PEFT adapter
     trainable_parameters: int | None = None
     model_columns: list[str] | None = None  # the dataset columns the model reads (None: every column)
+
+
+@dataclass
+class PredictionInputs:
+    """What a batch prediction reads from each row, and how: from the registered version's config."""
+
+    columns: dict[str, str]  # role -> input column, e.g. {"text": "SMS"}; each must exist and hold no nulls
+    max_length: int  # tokens per input, as in training: longer inputs are cut
+    max_new_tokens: int = 32  # causal_lm: the length limit of a generated answer
+
+
+def refuse_text_pair(objective: str, text_pair_column: str | None) -> None:
+    """A text pair column named for an objective that reads one input per row."""
+    if text_pair_column:
+        raise ConfigError(f"--text-pair-column: task {objective} reads one input per row, not a text pair")
 
 
 class Objective(ABC):
@@ -60,6 +80,7 @@ class Objective(ABC):
 
     name: ClassVar[str]
     description: ClassVar[str]
+    pipeline_tag: ClassVar[str]  # the Hugging Face task of its models, for model cards ("text-classification")
     metrics: ClassVar[dict[str, str]]  # gate metric -> HIGHER or LOWER is better
     default_metric: ClassVar[str]
     defaults: ClassVar[dict[str, dict]] = {}  # config section -> values for keys the user left unset
@@ -115,6 +136,11 @@ class Objective(ABC):
     def checks(self, frame: pd.DataFrame, cfg: FinetuneConfig) -> list[dict]:
         """Checks great-expectations cannot express, as report entries (``expectation``, ``success``, ...)."""
         return []
+
+    def fitted_data_settings(self, fitted: dict) -> dict:
+        """``data`` settings that hold new labelled data to what a registered version was fitted on (scoring
+        it on other data): its label set, so a label it never learnt fails validation instead of encoding."""
+        return {"labels": list(fitted["labels"])} if self.has_label_set and fitted.get("labels") else {}
 
     # -- prepare ---------------------------------------------------------------------------------
     def fit(self, train: pd.DataFrame, frame: pd.DataFrame, cfg: FinetuneConfig) -> dict:
@@ -180,5 +206,39 @@ class Objective(ABC):
         """(model, tokenizer) from a model folder this objective wrote (full model or adapter)."""
 
     @abstractmethod
+    def load_example(self, folder: str, cfg: FinetuneConfig, adapter: bool) -> str:
+        """Python that loads a registered folder (pulled to ``folder``) with plain transformers (and peft for an
+        adapter) and predicts once: the "How to load" section of the version's model card."""
+
+    @abstractmethod
     def claims(self, folder_config: dict, adapter_config: dict | None) -> bool:
         """Whether a model folder (its config.json / adapter_config.json) was written by this objective."""
+
+    # -- predict ---------------------------------------------------------------------------------
+    @abstractmethod
+    def prediction_columns(self, data: dict, text_column: str | None = None,
+                           text_pair_column: str | None = None) -> dict[str, str]:
+        """The input columns a prediction reads, by role, from the registered ``data`` config section (a dict;
+        ``{}`` for a pushed folder: the config defaults). ``text_column`` / ``text_pair_column`` override it."""
+
+    @abstractmethod
+    def predict(self, model, tokenizer, rows: pd.DataFrame, inputs: PredictionInputs) -> pd.DataFrame:
+        """One batch's predictions: new columns, one row per input row (same index), in the task's own form."""
+
+
+def adapter_base(cfg: FinetuneConfig) -> tuple[list[str], str]:
+    """How a load example names an adapter's base model: (comment lines, ``from_pretrained`` arguments).
+    A Hub id (embedded models by theirs) at the run's pinned revision, else the folder a user must fetch first."""
+    from tuneline.models.base import portable_base_name
+
+    base, revision = cfg.model.base, cfg.model.revision
+    if base.startswith("registry:"):
+        reference = base.removeprefix("registry:")
+        local = reference.replace(":", "-v").replace("@", "-")
+        return [f"# the base model is the registered {reference}: tuneline models pull {reference} {local}",
+                "# (when that version is itself an adapter, use tuneline.load_model instead)"], repr(local)
+    if base.startswith("s3://"):
+        return [f"# the base model is the folder {base}: download it first, e.g. aws s3 cp --recursive "
+                f"{base} base-model"], repr("base-model")
+    arguments = repr(portable_base_name(base))
+    return [], arguments + (f", revision={revision!r}" if revision else "")

@@ -9,6 +9,10 @@ generations; the base model is the reference scored beside the candidate, so the
 ``perplexity_improvement = (base - tuned) / base``. With ``register.merge`` the registered folder
 is the adapter plus ``merged/`` (the adapter folded into the base weights; plain transformers),
 built once under ``candidates/<key>/registrable/``; ``registrable-COMPLETE`` beside it is written last.
+
+Predictions: ``generated``, the greedy answer to each row's prompt (the prompt column, or a chat column
+whose trailing assistant turn, if any, is dropped), rendered with the chat template as in training,
+batched with left padding; prompts longer than ``model.max_length`` tokens keep their end.
 """
 
 from __future__ import annotations
@@ -24,8 +28,10 @@ from tuneline.data.expectations import check_entry
 from tuneline.data.splits import INPUT, SPLITS, STRATUM
 from tuneline.errors import DataError
 from tuneline.models.base import ResolvedBase, portable_base_name, resolve_base, resolve_base_model
-from tuneline.objectives.base import HIGHER, LOWER, Objective, TrainerParts
-from tuneline.objectives.chat import IGNORE_INDEX, conversations, prompt_key, tokenize_instructions
+from tuneline.objectives.base import (HIGHER, LOWER, Objective, PredictionInputs, TrainerParts, adapter_base,
+                                      refuse_text_pair)
+from tuneline.objectives.chat import (IGNORE_INDEX, as_messages, conversations, prompt_key, render_prompt,
+                                      tokenize_instructions)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -43,6 +49,7 @@ MERGED_MARKER = "COMPLETE"  # registrable-COMPLETE, written last: a folder witho
 class CausalLM(Objective):
     name = "causal_lm"
     description = "instruction tuning of a decoder; loss on the response tokens only"
+    pipeline_tag = "text-generation"
     metrics = {"perplexity": LOWER, "perplexity_improvement": HIGHER}
     default_metric = "perplexity_improvement"
     defaults = {"model": {"base": "SmolLM2-135M-Instruct", "method": "lora"}}
@@ -212,10 +219,77 @@ class CausalLM(Objective):
             base = resolve_base_model(settings["base_model_name_or_path"], settings.get("revision"))
         return load_causal_lm(folder, base), AutoTokenizer.from_pretrained(folder)
 
+    def load_example(self, folder: str, cfg: FinetuneConfig, adapter: bool) -> str:
+        """A full model, the merged copy (``register.merge``), or the adapter over its base; one greedy answer."""
+        lines = ["import torch", "from transformers import AutoModelForCausalLM, AutoTokenizer", ""]
+        if adapter and cfg.register.merge:
+            lines += [f"folder = {folder!r} + '/merged'  # the adapter folded into its base (the adapter is in "
+                      f"{folder!r} itself)", "model = AutoModelForCausalLM.from_pretrained(folder).eval()"]
+        elif adapter:
+            comments, base = adapter_base(cfg)
+            lines[1:1] = ["from peft import PeftModel"]
+            lines += [f"folder = {folder!r}", *comments,
+                      f"model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained({base}), folder).eval()"]
+        else:
+            lines += [f"folder = {folder!r}", "model = AutoModelForCausalLM.from_pretrained(folder).eval()"]
+        return "\n".join([
+            *lines, "tokenizer = AutoTokenizer.from_pretrained(folder)", "",
+            'messages = [{"role": "user", "content": "Replace this with your instruction."}]',
+            "if tokenizer.chat_template:  # as in training: the chat template, else the prompt on its own line",
+            "    prompt = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)",
+            "else:",
+            '    prompt = messages[-1]["content"] + "\\n"',
+            'encoded = tokenizer(prompt, add_special_tokens=False, return_tensors="pt")',
+            "with torch.inference_mode():",
+            f"    output = model.generate(**encoded, max_new_tokens={cfg.evaluation.max_new_tokens}, do_sample=False,",
+            "                            pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id)",
+            'print(tokenizer.decode(output[0, encoded["input_ids"].shape[1]:], skip_special_tokens=True))'])
+
     def claims(self, folder_config: dict, adapter_config: dict | None) -> bool:
         if adapter_config is not None:
             return adapter_config.get("task_type") == "CAUSAL_LM"
         return any(a.endswith("ForCausalLM") for a in folder_config.get("architectures") or [])
+
+    # -- predict ---------------------------------------------------------------------------------
+    def prediction_columns(self, data: dict, text_column: str | None = None,
+                           text_pair_column: str | None = None) -> dict[str, str]:
+        """The chat column it was trained on, else the prompt column; ``text_column`` names a prompt column."""
+        refuse_text_pair(self.name, text_pair_column)
+        if text_column or not data.get("messages_column"):
+            return {"prompt": text_column or data["prompt_column"]}
+        return {"messages": data["messages_column"]}
+
+    def predict(self, model, tokenizer, rows: pd.DataFrame, inputs: PredictionInputs) -> pd.DataFrame:
+        import pandas as pd
+        import torch
+
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        tokenizer.padding_side = tokenizer.truncation_side = "left"  # generation continues each row's last token
+        texts = [render_prompt(tokenizer, prompt) for prompt in prediction_prompts(rows, inputs.columns)]
+        encoded = tokenizer(texts, add_special_tokens=False, padding=True, truncation=True,
+                            max_length=inputs.max_length, return_tensors="pt").to(model.device)
+        with torch.inference_mode():
+            output = model.generate(**encoded, max_new_tokens=inputs.max_new_tokens, do_sample=False,
+                                    pad_token_id=tokenizer.pad_token_id)
+        answers = tokenizer.batch_decode(output[:, encoded["input_ids"].shape[1]:], skip_special_tokens=True)
+        return pd.DataFrame({"generated": [answer.strip() for answer in answers]}, index=rows.index)
+
+
+def prediction_prompts(rows: pd.DataFrame, columns: dict[str, str]) -> list[list[dict]]:
+    """Each row's prompt as chat turns: a user turn from the prompt column, or the chat column's turns."""
+    if "prompt" in columns:
+        return [[{"role": "user", "content": str(value)}] for value in rows[columns["prompt"]]]
+    prompts = []
+    for index, value in rows[columns["messages"]].items():
+        turns = as_messages(value)
+        if turns and turns[-1]["role"] == "assistant":
+            turns = turns[:-1]  # a training-style row: answer the question anew
+        if not turns:
+            raise DataError(f"column {columns['messages']!r}, row {index}: not a chat (a list of {{role, content}} "
+                            f"with a turn to answer): {str(value)[:80]!r}")
+        prompts.append(turns)
+    return prompts
 
 
 def load_causal_lm(folder: Path, base: Path | None = None):

@@ -4,7 +4,8 @@ Works with encoders (BERT, RoBERTa, ...) and decoders (Llama, Qwen, Mistral, Smo
 sequence-classification head pools the last non-pad token; a pad token is set when missing).
 Reads ``data.text_column`` [+ ``text_pair_column``] and ``data.label_column``; labels in id order
 are ``data.labels`` or, unset, sorted from the data. Metrics: accuracy, macro precision / recall / F1,
-a per-class report and the confusion matrix (scikit-learn).
+a per-class report and the confusion matrix (scikit-learn). Predictions: ``label`` (the most probable)
+and ``probability_<label>`` per class (softmax, summing to 1), labels from the model's ``id2label``.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import TYPE_CHECKING
 from tuneline.data.expectations import MAX_EXAMPLES
 from tuneline.data.splits import STRATUM
 from tuneline.metrics import classification_metrics
-from tuneline.objectives.base import HIGHER
+from tuneline.objectives.base import HIGHER, PredictionInputs
 from tuneline.objectives.heads import TextObjective
 
 if TYPE_CHECKING:
@@ -75,6 +76,25 @@ class Classification(TextObjective):
 
     def metrics_from(self, logits, labels, fitted: dict, model_config=None) -> dict:
         return classification_metrics(labels, logits.argmax(-1), fitted["labels"])
+
+    def example_prediction(self, cfg: FinetuneConfig) -> list[str]:
+        return [*self.example_encoding(cfg),
+                "with torch.inference_mode():",
+                "    logits = model(**encoded).logits",
+                "labels = [model.config.id2label[i] for i in logits.argmax(-1).tolist()]",
+                "print(labels)"]
+
+    def predictions_from(self, logits, encoded, rows: pd.DataFrame, inputs: PredictionInputs,
+                         model_config) -> pd.DataFrame:
+        import numpy as np
+        import pandas as pd
+
+        labels = [str(model_config.id2label[i]) for i in range(logits.shape[-1])]
+        shifted = np.exp(logits.astype("float64") - logits.max(-1, keepdims=True))  # softmax, no overflow
+        probabilities = shifted / shifted.sum(-1, keepdims=True)
+        columns = {"label": [labels[i] for i in probabilities.argmax(-1)]}
+        columns |= {f"probability_{label}": probabilities[:, i] for i, label in enumerate(labels)}
+        return pd.DataFrame(columns, index=rows.index)
 
     def loss(self, cfg: FinetuneConfig, train_set, fitted: dict):
         """``training.class_weights: balanced``: cross-entropy weighted n / (k * count_c) from the training split."""

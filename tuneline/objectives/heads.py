@@ -3,9 +3,10 @@ regression and token classification (encoders and decoders alike).
 
 Reads the base model folder and the prepared meta; writes model folders (``save_folder``).
 A subclass names its ``AutoModelFor...`` class and PEFT task type, its head options and how
-logits become metrics; this module loads the model with that head, sets a pad token where the
-model has none (Llama / Qwen / Mistral-style decoders), applies the training method, and scores
-a model folder with ``Trainer.predict`` and the same metric function training uses.
+logits become metrics (and predictions); this module loads the model with that head, sets a pad
+token where the model has none (Llama / Qwen / Mistral-style decoders), applies the training
+method, scores a model folder with ``Trainer.predict`` and the same metric function training uses,
+and runs one prediction batch (encode, forward, logits -> the subclass's columns).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from tuneline.data.splits import INPUT, text_input
 from tuneline.metrics import headline
 from tuneline.models.base import portable_base_name, resolve_base_model
 from tuneline.models.methods import apply_method
-from tuneline.objectives.base import Objective, TrainerParts
+from tuneline.objectives.base import Objective, PredictionInputs, TrainerParts, adapter_base
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -47,6 +48,20 @@ class HeadObjective(Objective):
         """Every metric of one split from the model's logits and the encoded labels (the one place they are
         computed: training's validation, sweeps and evaluation all call it). ``model_config``: the scored
         model's config (None while training: the model being trained)."""
+
+    @abstractmethod
+    def example_prediction(self, cfg: FinetuneConfig) -> list[str]:
+        """The model card's example after loading (``model``, ``tokenizer``, ``torch``): one input, encoded and
+        predicted, the result printed in the task's own terms (labels, numbers, tags)."""
+
+    @abstractmethod
+    def prediction_encoding(self, tokenizer, rows: pd.DataFrame, inputs: PredictionInputs):
+        """One batch of rows as padded PyTorch tensors (a ``BatchEncoding``), cut at ``inputs.max_length``."""
+
+    @abstractmethod
+    def predictions_from(self, logits, encoded, rows: pd.DataFrame, inputs: PredictionInputs,
+                         model_config) -> pd.DataFrame:
+        """The batch's prediction columns from its logits (numpy, float32); ``model_config``: the task model's."""
 
     def configure_model(self, model, fitted: dict) -> None:
         """Anything the head needs in the model's config before training (e.g. target scaling)."""
@@ -95,15 +110,25 @@ class HeadObjective(Objective):
             save_head_model(trained_model, tokenizer, folder, cfg.model.base, lora, cfg.model.revision)
 
         return TrainerParts(model=model, collator=self.collator(tokenizer), compute_metrics=compute_metrics,
-                            save_folder=save_folder, compute_loss=loss, loss_is_mean=loss is not None,
+                            save_folder=save_folder, compute_loss=loss, loss_is_mean=True,
                             adapter=lora, trainable_parameters=trainable)
 
     # -- evaluate --------------------------------------------------------------------------------
     def score(self, model_dir: Path, dataset, prepared: Prepared, cfg: FinetuneConfig, split: str) -> dict:
         model, tokenizer = self.load(model_dir)
         logits, labels = predict_logits(model, dataset, self.collator(tokenizer))
-        config = model.get_base_model().config if hasattr(model, "get_base_model") else model.config
-        return self.metrics_from(logits, labels, prepared.fitted, config)
+        return self.metrics_from(logits, labels, prepared.fitted, task_config(model))
+
+    # -- predict ---------------------------------------------------------------------------------
+    def predict(self, model, tokenizer, rows: pd.DataFrame, inputs: PredictionInputs) -> pd.DataFrame:
+        import torch
+
+        if tokenizer.pad_token is None:  # as in training: decoders ship without one
+            tokenizer.pad_token = tokenizer.eos_token
+        encoded = self.prediction_encoding(tokenizer, rows, inputs)
+        with torch.inference_mode():
+            logits = model(**{k: v.to(model.device) for k, v in encoded.items()}).logits
+        return self.predictions_from(logits.float().cpu().numpy(), encoded, rows, inputs, task_config(model))
 
     def champion_problem(self, manifest: dict, prepared: Prepared, cfg: FinetuneConfig) -> str | None:
         problem = super().champion_problem(manifest, prepared, cfg)
@@ -129,6 +154,21 @@ class HeadObjective(Objective):
         model = self.model_class().from_pretrained(base, config=AutoConfig.from_pretrained(folder))
         return PeftModel.from_pretrained(model, folder), tokenizer
 
+    def load_example(self, folder: str, cfg: FinetuneConfig, adapter: bool) -> str:
+        """The task model from the folder; an adapter: its base with the folder's head config, then the adapter."""
+        head = self.auto_model
+        if not adapter:
+            lines = ["import torch", f"from transformers import AutoTokenizer, {head}", "",
+                     f"folder = {folder!r}", f"model = {head}.from_pretrained(folder).eval()"]
+        else:
+            comments, base = adapter_base(cfg)
+            lines = ["import torch", "from peft import PeftModel", f"from transformers import AutoConfig, "
+                     f"AutoTokenizer, {head}", "", f"folder = {folder!r}", *comments,
+                     f"base = {head}.from_pretrained({base}, config=AutoConfig.from_pretrained(folder))",
+                     "model = PeftModel.from_pretrained(base, folder).eval()"]
+        return "\n".join([*lines, "tokenizer = AutoTokenizer.from_pretrained(folder)", "",
+                          *self.example_prediction(cfg)])
+
     def claims(self, folder_config: dict, adapter_config: dict | None) -> bool:
         if adapter_config is not None:  # the task model's config.json beside it may name only the backbone
             return adapter_config.get("task_type") == self.peft_task_type
@@ -140,6 +180,7 @@ class TextObjective(HeadObjective):
 
     reads_text_pairs = True
     input_noun = "texts"
+    pipeline_tag = "text-classification"  # the Hub files regression under it too (num_labels=1)
     auto_model = "AutoModelForSequenceClassification"  # one head for the whole text (pair)
     architecture_suffix = "ForSequenceClassification"
     peft_task_type = "SEQ_CLS"
@@ -175,6 +216,27 @@ class TextObjective(HeadObjective):
         found.append(gxe.ExpectColumnValuesToNotBeNull(column=data.label_column))
         return found
 
+    def prediction_columns(self, data: dict, text_column: str | None = None,
+                           text_pair_column: str | None = None) -> dict[str, str]:
+        """The text (and pair) columns it was trained on; overriding the text keeps the pair unless named too."""
+        columns = {"text": text_column or data["text_column"]}
+        pair = text_pair_column or data.get("text_pair_column")
+        return {**columns, "text_pair": pair} if pair else columns
+
+    def example_encoding(self, cfg: FinetuneConfig) -> list[str]:
+        """The card example's input (a text, and a second text for pairs), encoded as in training."""
+        pair = cfg.data.text_pair_column
+        return ['texts = ["Replace this with your text."]',
+                *(['pairs = ["Replace this with the second text of the pair."]'] if pair else []),
+                f"encoded = tokenizer(texts, {'pairs, ' if pair else ''}padding=True, truncation=True, "
+                f'max_length={cfg.model.max_length}, return_tensors="pt")']
+
+    def prediction_encoding(self, tokenizer, rows: pd.DataFrame, inputs: PredictionInputs):
+        columns = inputs.columns
+        pairs = rows[columns["text_pair"]].astype(str).tolist() if "text_pair" in columns else None
+        return tokenizer(rows[columns["text"]].astype(str).tolist(), pairs, truncation=True,
+                         max_length=inputs.max_length, padding=True, return_tensors="pt")
+
     def encode(self, rows: pd.DataFrame, cfg: FinetuneConfig, tokenizer, fitted: dict):
         from datasets import Dataset
 
@@ -189,6 +251,11 @@ class TextObjective(HeadObjective):
 
         return Dataset.from_dict(columns).map(encode_batch, batched=True,
                                               remove_columns=[c for c in columns if c != "labels"])
+
+
+def task_config(model):
+    """The task model's config (labels, target scaling): under a PEFT wrapper, the wrapped model's."""
+    return model.get_base_model().config if hasattr(model, "get_base_model") else model.config
 
 
 def registered_labels(manifest: dict) -> list[str] | None:

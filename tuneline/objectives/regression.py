@@ -5,7 +5,8 @@ stratified by target quantile. ``data.scale_targets`` trains on scaled targets; 
 the model's ``config.json`` as ``tuneline_target_scaling``:
 ``{"kind": "standard", "mean": m, "std": s}`` (y' = (y - m) / s) or
 ``{"kind": "minmax", "min": a, "max": b}`` (y' = (y - a) / (b - a)), or ``{"kind": "none"}``.
-A prediction p in scaled units is ``p * std + mean`` (standard) or ``p * (max - min) + min`` (minmax).
+A prediction p in scaled units is ``p * std + mean`` (standard) or ``p * (max - min) + min`` (minmax);
+batch predictions (``prediction``) are un-scaled so, with the model's own parameters.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import numpy as np
 from tuneline.data.expectations import check_entry
 from tuneline.data.splits import STRATUM, target_strata
 from tuneline.metrics import regression_metrics
-from tuneline.objectives.base import HIGHER, LOWER
+from tuneline.objectives.base import HIGHER, LOWER, PredictionInputs
 from tuneline.objectives.heads import TextObjective
 
 if TYPE_CHECKING:
@@ -120,6 +121,27 @@ class Regression(TextObjective):
         scored model's own (a champion may have been trained with other statistics)."""
         own = getattr(model_config, CONFIG_KEY, None) if model_config is not None else fitted["target_scaling"]
         return regression_metrics(unscale(labels, fitted["target_scaling"]), unscale(logits[:, 0], own))
+
+    def example_prediction(self, cfg: FinetuneConfig) -> list[str]:
+        """The number in the target's units: un-scaled with the statistics the model's config carries."""
+        lines = [*self.example_encoding(cfg),
+                 "with torch.inference_mode():",
+                 "    predictions = model(**encoded).logits[:, 0].tolist()"]
+        kind = cfg.data.scale_targets.value
+        if kind != "none":
+            lines.append(f"scaling = model.config.{CONFIG_KEY}  # from the training split")
+            unscaled = {"standard": 'p * scaling["std"] + scaling["mean"]',
+                        "minmax": 'p * (scaling["max"] - scaling["min"]) + scaling["min"]'}[kind]
+            lines.append(f"predictions = [{unscaled} for p in predictions]  # trained on {kind}-scaled targets")
+        return [*lines, "print(predictions)"]
+
+    def predictions_from(self, logits, encoded, rows: pd.DataFrame, inputs: PredictionInputs,
+                         model_config) -> pd.DataFrame:
+        """``prediction`` in the target's original units (the scaling the model's config carries)."""
+        import pandas as pd
+
+        return pd.DataFrame({"prediction": unscale(logits[:, 0], getattr(model_config, CONFIG_KEY, None))},
+                            index=rows.index)
 
     def claims(self, folder_config: dict, adapter_config: dict | None) -> bool:
         return super().claims(folder_config, adapter_config) and folder_config.get("problem_type") == "regression"

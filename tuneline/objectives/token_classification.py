@@ -10,6 +10,10 @@ Rows longer than ``model.max_length`` sub-tokens are cut, and only their kept wo
 
 Metrics (seqeval, default mode): entity precision / recall / F1 (micro over entities; an entity counts
 when its type, start and end all match), per type, and token accuracy. Gate default: ``entity_f1``.
+
+Predictions read the same word lists (a list, or JSON text of one; plain text is split on whitespace):
+``tags`` (one per word; null for words past ``model.max_length`` sub-tokens) and ``entities``
+(``[{type, start, end, text}]``: word offsets, ``end`` exclusive, ``text`` the words joined by spaces).
 Writes nothing itself; the stages store what it returns.
 """
 
@@ -22,8 +26,8 @@ from typing import TYPE_CHECKING
 
 from tuneline.data.expectations import MAX_EXAMPLES
 from tuneline.data.splits import INPUT, STRATUM
-from tuneline.errors import ConfigError
-from tuneline.objectives.base import HIGHER
+from tuneline.errors import ConfigError, DataError
+from tuneline.objectives.base import HIGHER, PredictionInputs, refuse_text_pair
 from tuneline.objectives.heads import HeadObjective
 
 if TYPE_CHECKING:
@@ -38,6 +42,7 @@ TOKENS, TAGS, TEXT = "_tokens", "_tags", "_text"  # derived columns: lists of st
 class TokenClassification(HeadObjective):
     name = "token_classification"
     description = "a BIO tag per token (named entities); entity-level F1"
+    pipeline_tag = "token-classification"
     metrics = {"entity_f1": HIGHER, "entity_precision": HIGHER, "entity_recall": HIGHER, "token_accuracy": HIGHER}
     default_metric = "entity_f1"
     defaults = {"data": {"text_column": "tokens", "label_column": "tags"}}
@@ -126,6 +131,45 @@ class TokenClassification(HeadObjective):
         return {"num_labels": len(labels), "id2label": dict(enumerate(labels)),
                 "label2id": {name: i for i, name in enumerate(labels)}}
 
+    def example_prediction(self, cfg: FinetuneConfig) -> list[str]:
+        """A tag per word, read from the word's first sub-token (as training labels it)."""
+        return ['words = ["Replace", "these", "words", "with", "yours", "in", "Berlin"]',
+                "encoded = tokenizer(words, is_split_into_words=True, truncation=True, "
+                f'max_length={cfg.model.max_length}, return_tensors="pt")',
+                "with torch.inference_mode():",
+                "    ids = model(**encoded).logits.argmax(-1)[0].tolist()",
+                "tags = {}",
+                "for position, word in enumerate(encoded.word_ids()):",
+                "    if word is not None and word not in tags:",
+                "        tags[word] = model.config.id2label[ids[position]]",
+                "print([(w, tags.get(i)) for i, w in enumerate(words)])"]
+
+    # -- predict ---------------------------------------------------------------------------------
+    def prediction_columns(self, data: dict, text_column: str | None = None,
+                           text_pair_column: str | None = None) -> dict[str, str]:
+        refuse_text_pair(self.name, text_pair_column)
+        return {"tokens": text_column or data["text_column"]}
+
+    def prediction_encoding(self, tokenizer, rows: pd.DataFrame, inputs: PredictionInputs):
+        return tokenizer(prediction_words(rows, inputs.columns["tokens"]), is_split_into_words=True,
+                         truncation=True, max_length=inputs.max_length, padding=True, return_tensors="pt")
+
+    def predictions_from(self, logits, encoded, rows: pd.DataFrame, inputs: PredictionInputs,
+                         model_config) -> pd.DataFrame:
+        """A tag per word from its first sub-token (as training labels it), and the entities those tags spell."""
+        import pandas as pd
+
+        predicted = logits.argmax(-1)
+        all_tags, all_entities = [], []
+        for i, words in enumerate(prediction_words(rows, inputs.columns["tokens"])):
+            tags: list[str | None] = [None] * len(words)  # words cut off by max_length stay untagged
+            for position, word in enumerate(encoded.word_ids(i)):
+                if word is not None and tags[word] is None:
+                    tags[word] = str(model_config.id2label[int(predicted[i, position])])
+            all_tags.append(tags)
+            all_entities.append(entity_spans(words, tags))
+        return pd.DataFrame({"tags": all_tags, "entities": all_entities}, index=rows.index)
+
     # -- score -----------------------------------------------------------------------------------
     def metrics_from(self, logits, labels, fitted: dict, model_config=None) -> dict:
         """Entity metrics over the scored words (the first sub-token of each word, where labels != -100)."""
@@ -158,6 +202,29 @@ def as_strings(value) -> list[str] | None:
     except TypeError:
         return None
     return items if all(isinstance(item, str) for item in items) else None
+
+
+def prediction_words(rows: pd.DataFrame, column: str) -> list[list[str]]:
+    """The words of each row: a list, JSON text of one, or plain text (split on whitespace)."""
+    words = []
+    for index, value in rows[column].items():
+        found = as_strings(value)
+        if found is None and isinstance(value, str):
+            found = value.split()
+        if not found:
+            raise DataError(f"column {column!r}, row {index}: not a list of words (a list of strings, JSON text of "
+                            f"one, or plain text): {str(value)[:80]!r}")
+        words.append(found)
+    return words
+
+
+def entity_spans(words: list[str], tags: list[str | None]) -> list[dict]:
+    """``[{type, start, end, text}]`` from BIO tags (word offsets, end exclusive; read like the metrics: an
+    ``I-X`` after ``O`` or another type opens an entity). Untagged words end an entity."""
+    from seqeval.metrics.sequence_labeling import get_entities
+
+    return [{"type": kind, "start": start, "end": end + 1, "text": " ".join(words[start:end + 1])}
+            for kind, start, end in get_entities([tag or OUTSIDE for tag in tags])]
 
 
 OUTSIDE = "O"

@@ -4,13 +4,17 @@ Reads ``datasets/<fp>/data.parquet``; writes ``prepared/<key>/{train,validation,
 ``datasets`` arrow folders) and ``prepared/<key>/meta.json``. The objective derives each row's
 input and stratum, fits its parameters (labels, target scaling) and encodes the rows with the
 base model's tokenizer. The key covers the dataset, the data and model settings, the base
-model's files, the objective, this stage's version and the library versions.
+model's files, the objective, this stage's version and the library versions. ``prepare_rows``
+encodes new data for a registered version instead: every row in one split, the version's
+fitted values and tokenizer.
 """
 
 from __future__ import annotations
 
 import tempfile
 from pathlib import Path
+
+import pandas as pd
 
 from tuneline import keys, objectives
 from tuneline.config import FinetuneConfig
@@ -42,7 +46,30 @@ def prepare_splits(storage: Storage, dataset: Dataset, cfg: FinetuneConfig) -> P
     frame = objective.derive(load_dataset_frame(storage, dataset), cfg)
     splits = assign_splits(frame, cfg.data)
     fitted = objective.fit(frame[splits == "train"], frame, cfg)
-    tokenizer = objective.tokenizer(base.folder)
+    return encode_splits(storage, prefix, dataset, frame, splits, fitted, base.folder, cfg)
+
+
+def prepare_rows(storage: Storage, dataset: Dataset, cfg: FinetuneConfig, fitted: dict, model_folder: Path,
+                 model_fingerprint: str, split: str = "test") -> Prepared:
+    """Every row of a dataset as one split, encoded with values fitted before (a registered version's labels,
+    target scaling) and that model's tokenizer: no split drawn, nothing refitted. Stored once per
+    (dataset, settings, fitted values, model)."""
+    objective = objectives.get(cfg.task.value)
+    prefix = keys.prepared_prefix(keys.cache_key(keys.PREPARE_VERSION, objective.name, dataset.fingerprint, cfg.data,
+                                                 cfg.model.max_length, model_fingerprint, fitted, split))
+    if cfg.cache and storage.exists(keys.meta(prefix)):
+        return Prepared(**storage.read_json(keys.meta(prefix)), reused=True)
+    frame = objective.derive(load_dataset_frame(storage, dataset), cfg)
+    one_split = pd.Series(split, index=frame.index)
+    return encode_splits(storage, prefix, dataset, frame, one_split, fitted, model_folder, cfg)
+
+
+def encode_splits(storage: Storage, prefix: str, dataset: Dataset, frame, splits, fitted: dict, tokenizer_folder: Path,
+                  cfg: FinetuneConfig) -> Prepared:
+    """Encode a derived frame's rows split by split (``splits``: a split name per row) with ``fitted`` and the
+    tokenizer in ``tokenizer_folder``; store the splits and their meta under ``prefix``."""
+    objective = objectives.get(cfg.task.value)
+    tokenizer = objective.tokenizer(tokenizer_folder)
     encoded = {split: objective.encode(frame[splits == split], cfg, tokenizer, fitted)
                for split in SPLITS if (splits == split).any()}
     stats = objective.encoded_stats(encoded, cfg)

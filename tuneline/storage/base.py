@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from abc import ABC, abstractmethod
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, Collection
 
 
 
@@ -80,9 +80,10 @@ class Storage(ABC):
     def write_json(self, key: str, value: Any) -> None:
         self.write_bytes(key, json.dumps(value, indent=2, sort_keys=True, default=str).encode())
 
-    def put_dir(self, local: Path, prefix: str) -> list[str]:
-        """Upload every file under ``local`` to ``prefix/``; returns the relative names."""
-        names = sorted(p.relative_to(local).as_posix() for p in local.rglob("*") if p.is_file())
+    def put_dir(self, local: Path, prefix: str, skip: Collection[str] = ()) -> list[str]:
+        """Upload every file under ``local`` (but the relative names in ``skip``) to ``prefix/``; returns the names."""
+        names = sorted(n for n in (p.relative_to(local).as_posix() for p in local.rglob("*") if p.is_file())
+                       if n not in skip)
         for name in names:
             self.put_file(local / name, f"{prefix}/{name}")
         return names

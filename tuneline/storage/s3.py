@@ -39,7 +39,7 @@ import time
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Collection, Iterator
 from urllib.parse import urlsplit, urlunsplit
 
 import boto3
@@ -376,10 +376,11 @@ class S3Storage(Storage):
         with self._errors(), self._transfers() as manager:
             manager.upload(str(local), self.bucket, self.object_key(key)).result()
 
-    def put_dir(self, local: Path, prefix: str) -> list[str]:
-        """Upload every file under ``local`` to ``prefix/``, several files in flight at once."""
+    def put_dir(self, local: Path, prefix: str, skip: Collection[str] = ()) -> list[str]:
+        """Upload every file under ``local`` (but those in ``skip``) to ``prefix/``, several files in flight at once."""
         local = Path(local)
-        names = sorted(p.relative_to(local).as_posix() for p in local.rglob("*") if p.is_file())
+        names = sorted(n for n in (p.relative_to(local).as_posix() for p in local.rglob("*") if p.is_file())
+                       if n not in skip)
         with self._errors(), self._transfers() as manager:
             futures = [manager.upload(str(local / name), self.bucket, self.object_key(f"{prefix}/{name}"))
                        for name in names]
@@ -459,15 +460,15 @@ class S3Storage(Storage):
         return {"Key": self.object_key(key), "Size": head["ContentLength"], "ETag": head["ETag"]}
 
 
-def fetch_source(uri: str, suffixes: tuple[str, ...] = ()) -> Path:
+def fetch_source(uri: str, suffixes: tuple[str, ...] = (), label: str = "data.source") -> Path:
     """An ``s3://`` data source in the local cache, file names and sub-folders kept.
 
     ``s3://bucket/path/file.csv`` -> the cached file; ``s3://bucket/prefix/`` -> the cached folder
     with every object under the prefix whose name ends with one of ``suffixes`` (all when empty).
-    Raises DataError when nothing is there.
+    Raises DataError (naming the setting ``label``) when nothing is there.
     """
-    bucket, key = parse_s3_uri(uri, "data.source")
-    storage = S3Storage(bucket, label="data.source")
+    bucket, key = parse_s3_uri(uri, label)
+    storage = S3Storage(bucket, label=label)
     single = storage._head(key) if key and not uri.endswith("/") else None
     if single:
         storage._download_changed({storage.cache_path(key): single})
@@ -475,7 +476,7 @@ def fetch_source(uri: str, suffixes: tuple[str, ...] = ()) -> Path:
     objects = [o for o in storage._listed(key) if not suffixes or o["Key"].lower().endswith(suffixes)]
     if not objects:
         wanted = f"{', '.join(suffixes)} files" if suffixes else "objects"
-        raise DataError(f"data.source: {uri} does not exist or holds no {wanted}")
+        raise DataError(f"{label}: {uri} does not exist or holds no {wanted}")
     folder = storage.cache_path(key)
     storage._mirror(folder, f"{key}/" if key else "", objects)
     return folder

@@ -24,12 +24,13 @@ from tuneline.config import FinetuneConfig, Precision, learning_rate
 from tuneline.errors import ConfigError
 from tuneline.results import Prepared, Trained
 from tuneline.storage import Storage
+from tuneline.tracking import check_reporting, publish_tensorboard
 from tuneline.training import lease
 from tuneline.training.child import RateLimitedLog, run_process
 from tuneline.training.gpu_launch import training_command, visible_gpu_count
 from tuneline.training.outcomes import (EXIT_INPUT_ERROR, EXIT_KINDS, EXIT_OUT_OF_MEMORY, EXIT_PREEMPTED,
                                         PARENT_PID_ENV, PROGRESS_PREFIX, OutOfMemory, TrainingInputError,
-                                        TrainingInterrupted, TrainingTimedOut)
+                                        TrainingInterrupted, TrainingStopped, TrainingTimedOut)
 
 # Seconds the attempts of one run have trained each candidate, in this process (Prefect retries a task in
 # the process of its flow run): what is left of training.timeout_minutes for the next attempt.
@@ -104,6 +105,7 @@ def train_candidate(storage: Storage, prepared: Prepared, cfg: FinetuneConfig, l
     ``on_progress`` receives ``{"step", "max_steps", "epoch", "loss"}`` as training advances.
     """
     objectives.get(prepared.objective)  # an unknown objective fails here, not in the child
+    check_reporting(cfg)
     prefix = candidate_prefix(prepared, cfg, run_id)
     record = keys.training_record(prefix)
     if cfg.cache and storage.exists(record):
@@ -116,6 +118,7 @@ def train_candidate(storage: Storage, prepared: Prepared, cfg: FinetuneConfig, l
             return run_attempt(storage, prepared, cfg, prefix, scratch, log_line, on_progress, held,
                                budget=f"{run_id}:{prefix}")
         finally:  # scratch holds checkpoint copies on S3 roots: never left behind, whatever happened
+            publish_tensorboard(storage, scratch, prefix, log_line)  # the attempt's event files (non-local roots)
             shutil.rmtree(scratch, ignore_errors=True)
 
 
@@ -161,6 +164,9 @@ def run_attempt(storage: Storage, prepared: Prepared, cfg: FinetuneConfig, prefi
         raise TrainingTimedOut(f"training used its whole training.timeout_minutes={settings.timeout_minutes} "
                                f"(all attempts of this run together) and stopped after saving a checkpoint; a new "
                                f"run resumes from it; {where}")
+    if ended.stopped_for == "stopping":
+        raise TrainingStopped(f"stopped with the process (SIGTERM) after saving a checkpoint; a new run resumes "
+                              f"from it; {where}")
     if ended.stopped_for == "stall":
         raise TrainingInterrupted(f"the training process printed nothing for training.stall_minutes="
                                   f"{settings.stall_minutes} and was stopped (hung?); {where}")

@@ -31,6 +31,7 @@ from tuneline.storage import Storage, open_storage
 from tuneline.training.checkpoints import CheckpointStore, checkpoint_callback, step_of
 from tuneline.training.launcher import resolve_precision
 from tuneline.training.outcomes import PROGRESS_PREFIX, TrainingInputError
+from tuneline.training.reporting import Reporting
 
 
 def evaluation_schedule(cfg: FinetuneConfig, has_eval: bool, train_rows: int, batch_size: int,
@@ -50,8 +51,14 @@ def evaluation_schedule(cfg: FinetuneConfig, has_eval: bool, train_rows: int, ba
             "greater_is_better": not objectives.lower_is_better(metric)}
 
 
+def logging_every(cfg: FinetuneConfig, train_rows: int, batch_size: int, accumulation: int) -> int:
+    """Steps between loss logs: every 10, or often enough for about 20 points on a short run's curve."""
+    steps = int(cfg.training.epochs * max(1, -(-train_rows // (batch_size * accumulation))))
+    return max(1, min(10, steps // 20))
+
+
 def training_arguments(cfg: FinetuneConfig, output_dir: Path, precision: str, has_eval: bool,
-                       batch_size: int, accumulation: int, train_rows: int = 0):
+                       batch_size: int, accumulation: int, train_rows: int = 0, reporting: dict | None = None):
     import torch
     from transformers import TrainingArguments
 
@@ -74,9 +81,10 @@ def training_arguments(cfg: FinetuneConfig, output_dir: Path, precision: str, ha
         **schedule,
         label_names=["labels"],  # explicit: a PEFT-wrapped model hides its forward signature
         save_total_limit=None,  # CheckpointStore prunes, and only after a newer checkpoint is complete
-        logging_steps=10,
-        report_to="none",
+        logging_steps=logging_every(cfg, train_rows, batch_size, accumulation),
         disable_tqdm=True,
+        # training.report_to and the run's name: HF's TensorBoard / MLflow callbacks (training/reporting.py)
+        **(reporting or {"report_to": "none"}),
     )
 
 
@@ -154,7 +162,7 @@ def is_main_process() -> bool:
 
 
 def build_trainer(cfg: FinetuneConfig, prepared: Prepared, storage: Storage, store: CheckpointStore, plan: dict,
-                  precision: str, callbacks: list):
+                  precision: str, callbacks: list, reporting: dict | None = None):
     """(Trainer, the objective's TrainerParts) over the prepared train / validation splits."""
     from transformers import Trainer
 
@@ -176,7 +184,7 @@ def build_trainer(cfg: FinetuneConfig, prepared: Prepared, storage: Storage, sto
     trainer = Trainer(
         model=parts.model,
         args=training_arguments(cfg, store.local, precision, eval_set is not None, plan["batch_size"],
-                                plan["gradient_accumulation"], len(train_set)),
+                                plan["gradient_accumulation"], len(train_set), reporting),
         train_dataset=train_set,
         eval_dataset=eval_set,
         data_collator=parts.collator,
@@ -185,8 +193,9 @@ def build_trainer(cfg: FinetuneConfig, prepared: Prepared, storage: Storage, sto
         compute_loss_func=parts.compute_loss,
         callbacks=callbacks,
     )
-    if parts.loss_is_mean:
-        trainer.loss_is_scaled_for_ga = False  # the objective's loss is a per-batch mean
+    if parts.loss_is_mean:  # e.g. BERT's classification loss: its forward takes **kwargs, so the Trainer would
+        trainer.model_accepts_loss_kwargs = False  # pass num_items_in_batch, count the mean as scaled and not divide
+        trainer.loss_is_scaled_for_ga = False  # it by the accumulation steps: loss and gradients x accumulation
     return trainer, parts
 
 
@@ -226,17 +235,23 @@ def fine_tune(spec: dict) -> dict:
     precision = resolve_precision(cfg.training.precision)
     set_seed(cfg.training.seed)
     checkpointing = checkpoint_callback(store, cfg.training.checkpoint_every_minutes)
+    reporting = Reporting(cfg, storage, prefix, Path(spec["scratch"]))
     trainer, parts = build_trainer(cfg, prepared, storage, store, plan, precision,
-                                   [checkpointing, progress_callback(), *injected_faults(plan)])
+                                   [checkpointing, progress_callback(), *reporting.configure(), *injected_faults(plan)],
+                                   reporting.arguments())
     if resume:
         print(f"resuming from {resume.name}", flush=True)
     started = time.perf_counter()
+    failed = True
     try:
         output = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+        failed = False
     except torch.OutOfMemoryError:
         if is_main_process():
             storage.write_json(keys.oom_adjustment(prefix), halve_batch(plan))
         raise
+    finally:
+        reporting.training_ended(trainer, failed)
     if checkpointing.preempted:
         return {"preempted": True}
     if not is_main_process():
@@ -271,6 +286,8 @@ def fine_tune(spec: dict) -> dict:
         "adapter": parts.adapter,
         "stopped_early": output.global_step < trainer.state.max_steps,
         **validation,
+        "train_losses": [{"step": h["step"], "loss": h["loss"]} for h in trainer.state.log_history if "loss" in h],
+        **reporting.record(),
     }
     storage.write_json(keys.training_record(prefix), result)
     store.clear()  # the model is stored; its checkpoints are no longer needed
