@@ -47,10 +47,7 @@ def test_sigterm_to_the_run_checkpoints_leaves_nothing_running_and_the_next_run_
         if run.poll() is None:
             run.kill()
     assert run.returncode != 0
-    deadline = time.monotonic() + 10  # reaping by init can lag the command's exit a little
-    while [pid for pid in started if alive(pid)]:
-        assert time.monotonic() < deadline, f"left running after the command ended:\n{output[-2000:]}"
-        time.sleep(0.1)
+    assert_all_gone(started, output)
     saved = complete_steps(store)
     assert saved[-1] > EVERY and saved[-1] < 2 * EVERY, f"no checkpoint on SIGTERM (complete: {saved})"
 
@@ -96,12 +93,17 @@ def test_sigterm_to_a_sweep_checkpoints_every_concurrent_trial(tmp_path):
         if run.poll() is None:
             run.kill()
     assert run.returncode != 0
-    deadline = time.monotonic() + 10
-    while [pid for pid in started if alive(pid)]:
-        assert time.monotonic() < deadline, f"left running after the sweep ended:\n{output[-2000:]}"
-        time.sleep(0.1)
+    assert_all_gone(started, output)
     trials = {p.parent.parent.parent for p in store.glob(f"candidates/*/checkpoints/checkpoint-{EVERY}/COMPLETE")}
     assert len(trials) == 2
     for candidate in trials:
         steps = sorted(int(p.parent.name.split("-")[1]) for p in candidate.glob("checkpoints/*/COMPLETE"))
         assert EVERY < steps[-1] < 2 * EVERY, f"{candidate.name}: no checkpoint on SIGTERM ({steps})"
+
+
+def assert_all_gone(pids: set[int], output: str) -> None:
+    """None of ``pids`` is alive within 10 s (reaping by init can lag the command's exit a little)."""
+    deadline = time.monotonic() + 10
+    while [pid for pid in pids if alive(pid)]:
+        assert time.monotonic() < deadline, f"left running after the command ended:\n{output[-2000:]}"
+        time.sleep(0.1)
