@@ -17,7 +17,7 @@ import signal
 import sys
 from pathlib import Path
 
-from tuneline.config import DEFAULT_STORAGE
+from tuneline.storage import DEFAULT_STORAGE, storage_root_or_default
 from tuneline.errors import ConfigError, GateFailed, TunelineError, redact_urls
 
 def build_parser() -> argparse.ArgumentParser:
@@ -191,7 +191,7 @@ def command_models(args) -> int:
     from tuneline.registry import Registry
     from tuneline.storage import open_storage
 
-    registry = Registry(open_storage(args.storage or os.environ.get("TUNELINE_STORAGE") or DEFAULT_STORAGE))
+    registry = Registry(open_storage(storage_root_or_default(args.storage)))
     if args.verb == "list":
         names = [args.name] if args.name else registry.names()
         for name in names:
@@ -248,7 +248,7 @@ def command_evaluate(args) -> int:
     from tuneline.stages.evaluate_version import compare, evaluate_registered, plan_evaluations
     from tuneline.storage import open_storage
 
-    root = args.storage or os.environ.get("TUNELINE_STORAGE") or DEFAULT_STORAGE
+    root = storage_root_or_default(args.storage)
     check_allowed_locations(data=args.data, storage=root)
     storage = open_storage(root)
     planned = plan_evaluations(storage, args.refs, args.data)  # every ref resolved before anything is written
@@ -288,7 +288,7 @@ def command_predict(args) -> int:
     from tuneline.access import check_allowed_locations
     from tuneline.stages.predict import predict_file
 
-    root = args.storage or os.environ.get("TUNELINE_STORAGE") or DEFAULT_STORAGE
+    root = storage_root_or_default(args.storage)
     check_allowed_locations(data=args.data, out=args.out, storage=root)
 
     def progress(done: int, total: int) -> None:

@@ -7,7 +7,6 @@ comparison becomes a table artifact. Returns what ``tuneline evaluate --json`` p
 
 from __future__ import annotations
 
-import os
 
 from prefect import flow
 
@@ -16,16 +15,16 @@ from tasks import artifacts
 from tasks.evaluate_version import evaluate_registered_version
 from tasks.policy import retry_options
 from tuneline.access import check_allowed_locations, check_allowed_roots
-from tuneline.config import DEFAULT_STORAGE, RetryConfig
+from tuneline.config import RetryConfig
 from tuneline.stages.evaluate_version import compare, comparison_table, plan_evaluations
-from tuneline.storage import open_storage
+from tuneline.storage import open_storage, storage_root_or_default
 
 
 @flow(name="evaluate-version", log_prints=True)
 def evaluate_version(refs: list[str], data: str, storage: str | None = None) -> dict:
     """Score ``refs`` (NAME, NAME:VERSION or NAME@ALIAS) on the labelled ``data`` with each version's own settings."""
     install_redaction()
-    root = storage or os.environ.get("TUNELINE_STORAGE") or DEFAULT_STORAGE
+    root = storage_root_or_default(storage)
     check_allowed_locations(data=data, storage=root)  # before the registry or the data is read
     planned = plan_evaluations(open_storage(root), refs, data)  # an unknown ref fails here: nothing written
     for _, config in planned:

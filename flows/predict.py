@@ -7,7 +7,6 @@ The same work as ``tuneline predict`` (``tuneline.stages.predict``), run by a wo
 
 from __future__ import annotations
 
-import os
 
 from prefect import flow
 
@@ -15,7 +14,8 @@ from flows.stages import install_redaction
 from tasks.policy import retry_options
 from tasks.predict import predict as predict_task
 from tuneline.access import check_allowed_locations
-from tuneline.config import DEFAULT_STORAGE, RetryConfig
+from tuneline.config import RetryConfig
+from tuneline.storage import storage_root_or_default
 
 
 @flow(name="predict", log_prints=True)
@@ -30,7 +30,7 @@ def predict(ref: str, data: str, out: str, batch_size: int = 32, storage: str | 
     causal_lm answers' length limit (else the version's evaluation.max_new_tokens).
     """
     install_redaction()
-    root = storage or os.environ.get("TUNELINE_STORAGE") or DEFAULT_STORAGE
+    root = storage_root_or_default(storage)
     check_allowed_locations(data=data, out=out, storage=root)  # before anything is read
     task = predict_task.with_options(**retry_options(RetryConfig()))
     result = task(ref, data, out, batch_size, root, text_column, text_pair_column, max_new_tokens)

@@ -7,7 +7,6 @@ Unknown keys are rejected and all errors are reported at once with key paths.
 from __future__ import annotations
 
 import enum
-import os
 import warnings
 from pathlib import Path
 from typing import Any
@@ -18,8 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from tuneline.errors import ConfigError
 from tuneline.objectives import OBJECTIVES, all_metrics, lower_is_better
 from tuneline.objectives import get as objective_named
+from tuneline.storage import storage_root_or_default
 
-DEFAULT_STORAGE = "./.tuneline"
 PROBLEM_SEPARATOR = "\n"  # between the cross-field problems one validator reports
 
 
@@ -281,7 +280,7 @@ with warnings.catch_warnings():  # a field named "register" shadows ABCMeta.regi
         storage: str | None = Field(None, description="Storage root: a path or s3://bucket/prefix (else $TUNELINE_STORAGE).")
 
         def storage_root(self) -> str:
-            return self.storage or os.environ.get("TUNELINE_STORAGE") or DEFAULT_STORAGE
+            return storage_root_or_default(self.storage)
 
         @model_validator(mode="before")
         @classmethod

@@ -13,9 +13,8 @@ import os
 from pathlib import Path
 
 from tuneline import objectives
-from tuneline.config import DEFAULT_STORAGE
 from tuneline.registry import Registry
-from tuneline.storage import open_storage
+from tuneline.storage import open_storage, storage_root_or_default
 
 
 def cache_root() -> Path:
@@ -24,7 +23,7 @@ def cache_root() -> Path:
 
 def pull_cached(ref: str, storage_root: str | None = None) -> tuple[Path, dict]:
     """The verified local folder of ``ref`` and its manifest, pulling it once."""
-    registry = Registry(open_storage(storage_root or os.environ.get("TUNELINE_STORAGE") or DEFAULT_STORAGE))
+    registry = Registry(open_storage(storage_root_or_default(storage_root)))
     name, version = registry.resolve(ref)
     manifest = registry.manifest(name, version)
     folder = cache_root() / "models" / name / f"{version:06d}-{manifest['model_fingerprint'][:12]}"

@@ -36,6 +36,7 @@ from pathlib import Path
 
 from tuneline.errors import ConfigError, TunelineError
 from tuneline.fingerprints import folder_fingerprint
+from tuneline.storage import storage_root_or_default
 
 # Names of models shipped inside PyPI packages -> (package, folder inside it).
 EMBEDDED = {
@@ -80,7 +81,7 @@ def cache_root() -> Path:
 
 
 def default_storage_root() -> str:
-    return os.environ.get("TUNELINE_STORAGE") or "./.tuneline"
+    return storage_root_or_default()
 
 
 def resolve_base(model_cfg, storage_root: str | None = None) -> ResolvedBase:

@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 
 from tuneline import objectives
-from tuneline.config import DEFAULT_STORAGE, DataConfig, EvaluationConfig, ModelConfig
+from tuneline.config import DataConfig, EvaluationConfig, ModelConfig
 from tuneline.data.ingest import list_source_files, read_files
 from tuneline.errors import ConfigError, DataError
 from tuneline.fingerprints import code_version
@@ -40,7 +40,7 @@ from tuneline.loading import pull_cached
 from tuneline.objectives.base import Objective, PredictionInputs
 from tuneline.registry import Registry, now_iso
 from tuneline.results import Prediction
-from tuneline.storage import open_storage
+from tuneline.storage import open_storage, storage_root_or_default
 
 OUTPUT_FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet"}
 METADATA_KEY = "tuneline"  # Parquet key-value metadata: the version used, as JSON
@@ -62,7 +62,7 @@ def predict_file(ref: str, data: str, out: str, *, batch_size: int = DEFAULT_BAT
     out_format = output_format(out)  # the cheap checks first: nothing runs for a run that cannot finish
     if batch_size < 1:
         raise ConfigError(f"batch size: must be at least 1, got {batch_size}")
-    root = storage_root or os.environ.get("TUNELINE_STORAGE") or DEFAULT_STORAGE
+    root = storage_root_or_default(storage_root)
     registry = Registry(open_storage(root))
     name, version = registry.resolve(ref)
     manifest = registry.manifest(name, version)

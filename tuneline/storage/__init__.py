@@ -6,11 +6,20 @@
 
 from __future__ import annotations
 
+import os
+
 from tuneline.errors import ConfigError
 from tuneline.storage.base import Storage, check_key
 from tuneline.storage.local import LocalStorage
 
-__all__ = ["LocalStorage", "Storage", "check_key", "open_storage"]
+__all__ = ["DEFAULT_STORAGE", "LocalStorage", "Storage", "check_key", "open_storage", "storage_root_or_default"]
+
+DEFAULT_STORAGE = "./.tuneline"
+
+
+def storage_root_or_default(root: str | None = None) -> str:
+    """``root`` if given, else ``$TUNELINE_STORAGE``, else ``./.tuneline``."""
+    return root or os.environ.get("TUNELINE_STORAGE") or DEFAULT_STORAGE
 
 
 def open_storage(root: str) -> Storage:
