@@ -5,7 +5,10 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
+
+import pytest
 
 from tests.conftest import EXAMPLES, children_of
 
@@ -47,3 +50,20 @@ def command_line(pid: int) -> bytes:
 def complete_steps(store: Path) -> list[int]:
     """Steps of the complete checkpoints of every candidate under a local storage root."""
     return sorted(int(p.parent.name.split("-")[1]) for p in store.glob("candidates/*/checkpoints/*/COMPLETE"))
+
+
+def train_until_sigkilled(watch, *args, storage, prepared, cfg) -> None:
+    """``train_candidate`` while ``watch(*args, stop)`` runs beside it in a thread and SIGKILLs the child at the
+    moment it waits for; the attempt must fail as killed. ``stop`` is set when the attempt is over."""
+    from tuneline.training.launcher import train_candidate
+    from tuneline.training.outcomes import TrainingInterrupted
+
+    stop = threading.Event()
+    watcher = threading.Thread(target=watch, args=(*args, stop), daemon=True)
+    watcher.start()
+    try:
+        with pytest.raises(TrainingInterrupted, match="signal SIGKILL"):
+            train_candidate(storage, prepared, cfg, log_line=lambda line: None)
+    finally:
+        stop.set()
+        watcher.join(5)

@@ -19,13 +19,13 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import make_config, training_pids
+from tests.faults.runs import train_until_sigkilled
 from tuneline.config import parse_config
 from tuneline.data.ingest import ingest_dataset
 from tuneline.stages.prepare import prepare_splits
 from tuneline.storage import LocalStorage
 from tuneline.training.checkpoints import MARKER, step_of
 from tuneline.training.launcher import train_candidate
-from tuneline.training.outcomes import TrainingInterrupted
 
 pytestmark = pytest.mark.slow
 
@@ -59,15 +59,7 @@ def test_a_checkpoint_killed_mid_save_is_discarded_and_the_previous_one_resumes(
     storage = LocalStorage(root)
     prepared = prepare_splits(storage, ingest_dataset(str(demo_csv), storage), cfg)
     caught: dict = {}
-    stop = threading.Event()
-    watcher = threading.Thread(target=kill_mid_save, args=(root, caught, stop), daemon=True)
-    watcher.start()
-    try:
-        with pytest.raises(TrainingInterrupted, match="signal SIGKILL"):
-            train_candidate(storage, prepared, cfg, log_line=lambda line: None)
-    finally:
-        stop.set()
-        watcher.join(5)
+    train_until_sigkilled(kill_mid_save, root, caught, storage=storage, prepared=prepared, cfg=cfg)
     assert "step" in caught, f"the child was never caught saving: {caught}"
     checkpoints = next(root.glob("candidates/*/checkpoints"))
     half = checkpoints / f"checkpoint-{caught['step']}"

@@ -18,13 +18,13 @@ import time
 import pytest
 
 from tests.conftest import make_config, training_pids
+from tests.faults.runs import train_until_sigkilled
 from tuneline.config import parse_config
 from tuneline.data.ingest import ingest_dataset
 from tuneline.stages.prepare import prepare_splits
 from tuneline.storage import open_storage
 from tuneline.training.checkpoints import MARKER, step_of
 from tuneline.training.launcher import train_candidate
-from tuneline.training.outcomes import TrainingInterrupted
 
 pytestmark = pytest.mark.slow
 
@@ -56,15 +56,7 @@ def test_a_killed_run_on_s3_resumes_from_the_mirrored_checkpoint_on_a_fresh_mach
         "epochs": 2, "checkpoint_every_steps": 4, "checkpoint_every_minutes": None}))
     storage = open_storage(s3_root)
     prepared = prepare_splits(storage, ingest_dataset(str(demo_csv), storage), cfg)
-    killed = threading.Event()
-    watcher = threading.Thread(target=kill_after_a_checkpoint_in_s3, args=(s3_root, killed), daemon=True)
-    watcher.start()
-    try:
-        with pytest.raises(TrainingInterrupted, match="signal SIGKILL"):
-            train_candidate(storage, prepared, cfg, log_line=lambda line: None)
-    finally:
-        killed.set()
-        watcher.join(5)
+    train_until_sigkilled(kill_after_a_checkpoint_in_s3, s3_root, storage=storage, prepared=prepared, cfg=cfg)
     assert not training_pids()
     in_s3 = complete_steps(storage)
     assert in_s3 and in_s3[-1] < 36, f"killed before the end of training: {in_s3}"

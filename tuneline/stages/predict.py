@@ -41,6 +41,7 @@ from tuneline.objectives.base import Objective, PredictionInputs
 from tuneline.registry import Registry, now_iso
 from tuneline.results import Prediction
 from tuneline.storage import open_storage, storage_root_or_default
+from tuneline.storage.local import shareable
 
 OUTPUT_FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet"}
 METADATA_KEY = "tuneline"  # Parquet key-value metadata: the version used, as JSON
@@ -230,17 +231,11 @@ def stage_beside(target: Path, write: Callable[[Path], None]) -> Path:
     temporary = Path(name)
     try:
         write(temporary)
-        os.chmod(temporary, 0o666 & ~current_umask())  # as a plain open would: mkstemp's 0600 hides it
+        shareable(str(temporary))  # as a plain open would: mkstemp's 0600 hides it
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
     return temporary
-
-
-def current_umask() -> int:
-    umask = os.umask(0)
-    os.umask(umask)
-    return umask
 
 
 def upload_output(frame: pd.DataFrame, out: str, fmt: str, metadata: dict, sidecar: str | None) -> None:
