@@ -65,6 +65,20 @@ class Approval(str, enum.Enum):
     required = "required"  # a person approves or rejects a promotion the gate proposes, on the run's page
 
 
+class Batching(str, enum.Enum):
+    auto = "auto"  # the objective's fastest batching that keeps quality: length_grouped, or packed for causal_lm
+    padded = "padded"  # rows in random order, each batch padded to its longest row
+    length_grouped = "length_grouped"  # rows of similar length batched together, label-mixed, batches shuffled
+    packed = "packed"  # causal_lm: rows concatenated without padding, attention kept within each row
+
+
+class Attention(str, enum.Enum):
+    auto = "auto"  # flash_attention_2 on CUDA when the flash-attn package is installed, else sdpa
+    sdpa = "sdpa"  # torch's scaled_dot_product_attention (fused kernels on GPU)
+    flash_attention_2 = "flash_attention_2"  # needs the flash-attn package and a CUDA GPU
+    eager = "eager"  # the model's plain PyTorch attention (slowest; for debugging)
+
+
 class ClassWeights(str, enum.Enum):
     none = "none"
     balanced = "balanced"  # n / (k * count_c) from the training split: rare classes weigh more
@@ -197,6 +211,24 @@ class TrainingConfig(_Section):
         None, ge=1, description="Stop after this many evaluations without a better gate metric on the validation "
         "split, and keep the best checkpoint; none: off."
     )
+    batching: Batching = Field(
+        Batching.auto, description="How rows become batches: auto (length_grouped; packed for causal_lm), padded, "
+        "length_grouped (similar lengths together, classes mixed in every batch, batch order shuffled: less padding, "
+        "same quality), packed (causal_lm: no padding at all). training.json records the padding efficiency."
+    )
+    attention: Attention = Field(
+        Attention.auto, description="Attention kernel: auto (flash_attention_2 on CUDA when installed, else sdpa), "
+        "sdpa, flash_attention_2, eager."
+    )
+    compile: bool = Field(False, description="torch.compile the model (minutes of warm-up; faster long runs on GPU).")
+    gradient_checkpointing: bool = Field(
+        False, description="Recompute activations in the backward pass: far less memory, about 30% slower; for "
+        "models that do not fit otherwise."
+    )
+    dataloader_workers: int | None = Field(
+        None, ge=0, le=64, description="Processes preparing batches; none: 2 on a CUDA GPU (with pinned memory), 0 "
+        "on CPU (the training threads need the cores)."
+    )
     report_to: list[ReportTo] = Field(
         [], description="Experiment trackers the Trainer also logs to: tensorboard (event files in "
         "candidates/<key>/tensorboard/; pip install 'tuneline[tensorboard]') and mlflow (parameters, metrics per "
@@ -213,7 +245,7 @@ class TrainingConfig(_Section):
         """The settings that change the trained weights (checkpoint cadence, timeouts and reporting do not)."""
         return self.model_dump(mode="json", exclude={"checkpoint_every_steps", "checkpoint_every_minutes",
                                                      "timeout_minutes", "stall_minutes", "stop_grace_seconds",
-                                                     "report_to"})
+                                                     "report_to", "dataloader_workers"})
 
 
 # training.learning_rate when unset, per model.method (README "Learning-rate defaults" has the measurements).

@@ -92,6 +92,8 @@ class Objective(ABC):
     reads_text_pairs: ClassVar[bool] = False  # data.text_pair_column
     merges_adapters: ClassVar[bool] = False  # register.merge
     stops_early: ClassVar[bool] = True  # training.early_stopping_patience
+    # training.batching choices; the first is what ``auto`` means (tuneline.training.batching builds them)
+    batchings: ClassVar[tuple[str, ...]] = ("length_grouped", "padded")
 
     # -- config ----------------------------------------------------------------------------------
     def config_problems(self, cfg: FinetuneConfig) -> list[str]:
@@ -114,7 +116,15 @@ class Objective(ABC):
             problems.append(f"register.merge: not for {task}")
         if not self.stops_early and cfg.training.early_stopping_patience:
             problems.append(f"training.early_stopping_patience: not supported for {task} yet")
+        if cfg.training.batching.value not in ("auto", *self.batchings):
+            problems.append(f"training.batching: {task} batches with {', '.join(self.batchings)} (or auto), not "
+                            f"{cfg.training.batching.value}")
         return problems
+
+    def batching(self, cfg: FinetuneConfig) -> str:
+        """The run's batching: training.batching, ``auto`` being this objective's first choice."""
+        chosen = cfg.training.batching.value
+        return self.batchings[0] if chosen == "auto" else chosen
 
     # -- validate and split ----------------------------------------------------------------------
     @abstractmethod

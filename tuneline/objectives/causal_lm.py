@@ -56,6 +56,7 @@ class CausalLM(Objective):
     methods = ("lora", "full")
     merges_adapters = True
     stops_early = False
+    batchings = ("packed", "length_grouped", "padded")
     input_noun = "prompts"
 
     def config_problems(self, cfg: FinetuneConfig) -> list[str]:
