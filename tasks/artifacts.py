@@ -138,7 +138,8 @@ class TrainingProgress:
         cached = " (cached: trained by an earlier run)" if trained.get("reused") else ""
         update_progress_artifact(self.artifact_id, 100.0, description=(
             f"Trained {trained['global_step']} steps on {trained['device']}{cached}; train loss "
-            f"{_cell(trained.get('train_loss'))}, eval loss {_cell(trained.get('eval_loss'))}"))
+            f"{_cell(trained.get('train_loss'))}, eval loss {_cell(trained.get('eval_loss'))}; "
+            + throughput_line(trained)))
 
     @staticmethod
     def percent(report: dict) -> float:
@@ -152,7 +153,21 @@ class TrainingProgress:
         for key in ("loss", "eval_loss"):
             if report.get(key) is not None:
                 parts.append(f"{key} {report[key]:.4f}")
+        if report.get("tokens_per_second"):
+            parts.append(f"{report['tokens_per_second']:,.0f} tokens/s")
         return ", ".join(parts)
+
+
+def throughput_line(trained: dict) -> str:
+    """Tokens/s, samples/s, padding efficiency, peak memory and MFU, then the speed settings the run made."""
+    figures = [f"{trained.get('tokens_per_second') or 0:,.0f} tokens/s",
+               f"{trained.get('samples_per_second') or 0:,.1f} samples/s",
+               f"padding efficiency {_cell(trained.get('padding_efficiency'))}",
+               f"peak memory {trained.get('peak_memory_mb') or 0:,.0f} MB"]
+    if trained.get("mfu") is not None:
+        figures.append(f"MFU {100 * trained['mfu']:.1f}%")
+    settings = ", ".join(f"{k} {v}" for k, v in (trained.get("settings") or {}).items())
+    return ", ".join(figures) + (f" ({settings})" if settings else "")
 
 
 def version_comparison(comparison: dict, rows: list[dict]) -> None:

@@ -28,9 +28,9 @@ def train(config: FinetuneConfig, prepared: Prepared) -> Trained:
     mlflow_run = run_url(trained.mlflow_run_id, trained.mlflow_experiment_id) if trained.mlflow_run_id else None
     artifacts.training_curves(config.name, trained.model_dump(), config.evaluation.metric.value, mlflow_run)
     logger.info(
-        "trained %d steps (resumed from %d) in %.1fs on %s, %s, %.1f samples/s -> %s", trained.global_step,
+        "trained %d steps (resumed from %d) in %.1fs on %s, %s: %s -> %s", trained.global_step,
         trained.resumed_from_step, trained.train_seconds, trained.device, trained.precision,
-        trained.samples_per_second or 0, trained.model_uri,
+        artifacts.throughput_line(trained.model_dump()), trained.model_uri,
     )
     if trained.tensorboard_uri:
         logger.info("TensorBoard event files: %s (view: tensorboard --logdir %s)", trained.tensorboard_uri,

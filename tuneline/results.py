@@ -84,7 +84,13 @@ class Trained(StageResult):
     oom_retries: int = 0
     train_loss: float | None = None
     train_seconds: float
-    samples_per_second: float | None = None
+    samples_per_second: float | None = Field(None, description="Rows trained per second of the training loop.")
+    tokens_per_second: float | None = Field(None, description="Real (non-padding) tokens trained per second.")
+    padding_efficiency: float | None = Field(None, description="Real tokens / tokens computed (padding included).")
+    trained_tokens: int | None = Field(None, description="Real tokens trained on by this attempt.")
+    peak_memory_mb: float | None = Field(None, description="Peak CUDA memory allocated, else peak process RSS.")
+    mfu: float | None = Field(None, description="CUDA: model-FLOPs utilisation of the device's bf16 peak.")
+    settings: dict[str, Any] = Field(default_factory=dict, description="The speed settings the run made.")
     trainable_parameters: int | None = None
     adapter: bool = Field(False, description="The model folder is a PEFT adapter over its base model.")
     eval_loss: float | None = None

@@ -29,9 +29,11 @@ from tuneline.models.base import resolve_base
 from tuneline.results import Prepared
 from tuneline.storage import Storage, open_storage
 from tuneline.training.checkpoints import CheckpointStore, checkpoint_callback, step_of
+from tuneline.training.batching import LengthGroupedSampler
 from tuneline.training.launcher import resolve_precision
 from tuneline.training.outcomes import PROGRESS_PREFIX, TrainingInputError
 from tuneline.training.reporting import Reporting
+from tuneline.training.speed import Throughput, recorded_settings, set_attention, speed_settings
 
 
 def evaluation_schedule(cfg: FinetuneConfig, has_eval: bool, train_rows: int, batch_size: int,
@@ -69,7 +71,6 @@ def training_arguments(cfg: FinetuneConfig, output_dir: Path, precision: str, ha
         num_train_epochs=t.epochs,
         learning_rate=learning_rate(cfg),
         per_device_train_batch_size=batch_size,
-        per_device_eval_batch_size=max(batch_size, 32),
         gradient_accumulation_steps=accumulation,
         warmup_steps=t.warmup_ratio,  # a float in [0, 1) is a share of all steps
         weight_decay=t.weight_decay,
@@ -83,12 +84,13 @@ def training_arguments(cfg: FinetuneConfig, output_dir: Path, precision: str, ha
         save_total_limit=None,  # CheckpointStore prunes, and only after a newer checkpoint is complete
         logging_steps=logging_every(cfg, train_rows, batch_size, accumulation),
         disable_tqdm=True,
+        **speed_settings(t, batch_size),  # TF32, fused AdamW, loader workers, compile, ... (training/speed.py)
         # training.report_to and the run's name: HF's TensorBoard / MLflow callbacks (training/reporting.py)
         **(reporting or {"report_to": "none"}),
     )
 
 
-def progress_callback():
+def progress_callback(throughput: Throughput):
     """A TrainerCallback printing ``PROGRESS {json}`` at each log step (the parent turns it into progress)."""
     from transformers import TrainerCallback
 
@@ -97,7 +99,8 @@ def progress_callback():
             if not state.is_world_process_zero:
                 return
             report = {"step": state.global_step, "max_steps": state.max_steps, "epoch": state.epoch,
-                      "loss": (logs or {}).get("loss"), "eval_loss": (logs or {}).get("eval_loss")}
+                      "loss": (logs or {}).get("loss"), "eval_loss": (logs or {}).get("eval_loss"),
+                      "tokens_per_second": throughput.tokens_per_second()}
             print(PROGRESS_PREFIX + json.dumps(report), flush=True)
 
     return Progress()
@@ -161,11 +164,31 @@ def is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
-def build_trainer(cfg: FinetuneConfig, prepared: Prepared, storage: Storage, store: CheckpointStore, plan: dict,
-                  precision: str, callbacks: list, reporting: dict | None = None):
-    """(Trainer, the objective's TrainerParts) over the prepared train / validation splits."""
+def trainer_class():
+    """HF's Trainer, serving ``training.batching: length_grouped`` batches and counting the tokens it trains on."""
     from transformers import Trainer
 
+    class TunelineTrainer(Trainer):
+        batching = "padded"
+        throughput = None
+
+        def _get_train_sampler(self, train_dataset=None):
+            if self.batching != "length_grouped":
+                return super()._get_train_sampler(train_dataset)
+            return LengthGroupedSampler(self.train_dataset if train_dataset is None else train_dataset,
+                                        self.args.train_batch_size,
+                                        self.args.data_seed or self.args.seed)
+
+        def training_step(self, model, inputs, num_items_in_batch=None):
+            self.throughput.count(inputs)
+            return super().training_step(model, inputs, num_items_in_batch)
+
+    return TunelineTrainer
+
+
+def build_trainer(cfg: FinetuneConfig, prepared: Prepared, storage: Storage, store: CheckpointStore, plan: dict,
+                  precision: str, throughput: Throughput, callbacks: list, reporting: dict | None = None):
+    """(Trainer, the objective's TrainerParts) over the prepared train / validation splits."""
     objective = objectives.get(prepared.objective)
     base = resolve_base(cfg.model, cfg.storage_root()).folder
     tokenizer = objective.tokenizer(base)
@@ -173,6 +196,7 @@ def build_trainer(cfg: FinetuneConfig, prepared: Prepared, storage: Storage, sto
     if train_set is None:
         raise TrainingInputError("the training split is empty: lower data.validation_fraction / test_fraction")
     parts = objective.trainer_parts(cfg, base, prepared, train_set, tokenizer)
+    attention = set_attention(parts.model, cfg.training.attention.value)
     if parts.model_columns:
         train_set = train_set.select_columns(parts.model_columns)
         eval_set = eval_set.select_columns(parts.model_columns) if eval_set is not None else None
@@ -181,7 +205,7 @@ def build_trainer(cfg: FinetuneConfig, prepared: Prepared, storage: Storage, sto
             raise TrainingInputError("training.early_stopping_patience needs a validation split; it is empty "
                                      "(raise data.validation_fraction or add rows with split 'validation')")
         callbacks = [*callbacks, early_stopping_callback(cfg.training.early_stopping_patience)]
-    trainer = Trainer(
+    trainer = trainer_class()(
         model=parts.model,
         args=training_arguments(cfg, store.local, precision, eval_set is not None, plan["batch_size"],
                                 plan["gradient_accumulation"], len(train_set), reporting),
@@ -196,6 +220,8 @@ def build_trainer(cfg: FinetuneConfig, prepared: Prepared, storage: Storage, sto
     if parts.loss_is_mean:  # e.g. BERT's classification loss: its forward takes **kwargs, so the Trainer would
         trainer.model_accepts_loss_kwargs = False  # pass num_items_in_batch, count the mean as scaled and not divide
         trainer.loss_is_scaled_for_ga = False  # it by the accumulation steps: loss and gradients x accumulation
+    trainer.batching, trainer.throughput = objective.batching(cfg), throughput
+    trainer.settings = recorded_settings(trainer.args, trainer.batching, attention)
     return trainer, parts
 
 
@@ -236,9 +262,10 @@ def fine_tune(spec: dict) -> dict:
     set_seed(cfg.training.seed)
     checkpointing = checkpoint_callback(store, cfg.training.checkpoint_every_minutes)
     reporting = Reporting(cfg, storage, prefix, Path(spec["scratch"]))
-    trainer, parts = build_trainer(cfg, prepared, storage, store, plan, precision,
-                                   [checkpointing, progress_callback(), *reporting.configure(), *injected_faults(plan)],
-                                   reporting.arguments())
+    throughput = Throughput(int(os.environ.get("WORLD_SIZE", "1")))
+    trainer, parts = build_trainer(cfg, prepared, storage, store, plan, precision, throughput,
+                                   [checkpointing, progress_callback(throughput), *reporting.configure(),
+                                    *injected_faults(plan)], reporting.arguments())
     if resume:
         print(f"resuming from {resume.name}", flush=True)
     started = time.perf_counter()
@@ -256,7 +283,10 @@ def fine_tune(spec: dict) -> dict:
         return {"preempted": True}
     if not is_main_process():
         return {"rank": int(os.environ["RANK"])}
-    train_seconds = round(time.perf_counter() - started, 2)
+    finished = time.perf_counter()
+    train_seconds = round(finished - started, 2)
+    throughput = trainer.throughput.record(finished - (trainer.throughput.started or started),
+                                           sum(p.numel() for p in trainer.model.parameters()), trainer.args.device)
     validation = validation_record(trainer, cfg, output.global_step)
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = Path(tmp) / "model"
@@ -281,7 +311,8 @@ def fine_tune(spec: dict) -> dict:
         "oom_retries": plan["oom_retries"],
         "train_loss": output.training_loss,
         "train_seconds": train_seconds,
-        "samples_per_second": output.metrics.get("train_samples_per_second"),
+        **throughput,  # tokens/s, samples/s, padding efficiency, peak memory, MFU (this attempt's steps)
+        "settings": trainer.settings,
         "trainable_parameters": parts.trainable_parameters,
         "adapter": parts.adapter,
         "stopped_early": output.global_step < trainer.state.max_steps,
