@@ -211,6 +211,11 @@ class TrainingConfig(_Section):
         None, ge=1, description="Stop after this many evaluations without a better gate metric on the validation "
         "split, and keep the best checkpoint; none: off."
     )
+    processes: int | None = Field(
+        None, ge=1, le=256, description="Data-parallel training processes (torchrun; each trains on its share of "
+        "every step's rows, the effective batch being batch_size x processes x gradient_accumulation); none: one "
+        "per visible GPU, 1 without a GPU. On CPU, N > 1 runs N gloo processes: the multi-GPU code path."
+    )
     batching: Batching = Field(
         Batching.auto, description="How rows become batches: auto (length_grouped; packed for causal_lm), padded, "
         "length_grouped (similar lengths together, classes mixed in every batch, batch order shuffled: less padding, "

@@ -81,6 +81,7 @@ class Trained(StageResult):
     resumed_from_step: int = 0
     batch_size: int
     gradient_accumulation: int
+    effective_batch_size: int | None = Field(None, description="Rows per optimizer step: batch x accumulation x processes.")
     oom_retries: int = 0
     train_loss: float | None = None
     train_seconds: float

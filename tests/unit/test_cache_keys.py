@@ -62,7 +62,9 @@ def test_train_key_covers_precision_and_early_stopping_cadence(tmp_path, monkeyp
     raw["training"]["checkpoint_every_steps"] = 200
     raw["training"]["precision"] = "bf16"
     assert train_key(prepared, parse_config(raw)) != every_200, "precision changes the weights"
-    import tuneline.training.launcher as launcher
-
-    monkeypatch.setattr(launcher, "visible_gpu_count", lambda: 2)
-    assert train_key(prepared, parse_config({**raw, "training": {"early_stopping_patience": 2}})) != every_200
+    one = train_key(prepared, parse_config({**raw, "training": {"early_stopping_patience": 2}}))
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")  # unset training.processes: one per GPU
+    assert train_key(prepared, parse_config({**raw, "training": {"early_stopping_patience": 2}})) != one
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    two_cpu = train_key(prepared, parse_config({**raw, "training": {"early_stopping_patience": 2, "processes": 2}}))
+    assert two_cpu != one, "the number of processes changes the effective batch"

@@ -27,7 +27,7 @@ from tuneline.storage import Storage
 from tuneline.tracking import check_reporting, publish_tensorboard
 from tuneline.training import lease
 from tuneline.training.child import RateLimitedLog, run_process
-from tuneline.training.gpu_launch import training_command, visible_gpu_count
+from tuneline.training.gpu_launch import training_command, training_processes
 from tuneline.training.outcomes import (EXIT_INPUT_ERROR, EXIT_KINDS, EXIT_OUT_OF_MEMORY, EXIT_PREEMPTED,
                                         PARENT_PID_ENV, PROGRESS_PREFIX, OutOfMemory, TrainingInputError,
                                         TrainingInterrupted, TrainingStopped, TrainingTimedOut)
@@ -58,7 +58,7 @@ def train_key(prepared: Prepared, cfg: FinetuneConfig) -> str:
     model = cfg.model.model_dump(mode="json", exclude={"token_secret"})  # where a token comes from is not the model
     return keys.cache_key(keys.TRAIN_VERSION, prepared.objective, prepared.key, model,
                           cfg.training.result_settings(), learning_rate(cfg), resolve_precision(cfg.training.precision),
-                          max(1, visible_gpu_count()), early_stopping)
+                          training_processes(cfg.training.processes), early_stopping)
 
 
 def candidate_prefix(prepared: Prepared, cfg: FinetuneConfig, run_id: str | None) -> str:
@@ -138,17 +138,19 @@ def run_attempt(storage: Storage, prepared: Prepared, cfg: FinetuneConfig, prefi
     (scratch / "spec.json").write_text(json.dumps(spec))
     log, started = scratch / "train.log", time.monotonic()
     try:
-        ended = run_process(training_command(scratch / "spec.json"), progress_lines(log_line, on_progress), log,
+        ended = run_process(training_command(scratch / "spec.json", training_processes(settings.processes)),
+                            progress_lines(log_line, on_progress), log,
                             timeout_s=timeout, stall_s=settings.stall_minutes and settings.stall_minutes * 60,
                             grace_s=settings.stop_grace_seconds, stop=held.lost,
                             env={**os.environ, "PYTHONUNBUFFERED": "1", PARENT_PID_ENV: str(os.getpid())},
                             on_start=lambda pid: (scratch / "pid").write_text(str(pid)))
     finally:
         SPENT_S[budget] = SPENT_S.get(budget, 0.0) + time.monotonic() - started
-    error, kind = scratch / "error.txt", scratch / "exit-kind"
-    message = error.read_text() if error.exists() else ""
+    kind = scratch / "exit-kind"
     code = ended.code
     code = EXIT_KINDS.get(kind.read_text().strip(), code) if code and kind.exists() else code  # torchrun says 1
+    error = scratch / ("input-error.txt" if code == EXIT_INPUT_ERROR else "error.txt")  # the rank that had it
+    message = error.read_text() if error.exists() else ""
     if ended.stopped_for == "stop":  # its writes may no longer be its own: nothing more is uploaded
         raise TrainingInterrupted(f"another process took over {storage.uri(held.key)} (this one had not renewed "
                                   f"it for {held.ttl_s:.0f}s): this attempt stopped without writing more")

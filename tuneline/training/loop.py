@@ -7,10 +7,13 @@ encoded splits under ``prepared/<key>`` and the base model folder; writes checkp
 loss and metrics (``TrainerParts``); early stopping (``training.early_stopping_patience``) scores the
 gate metric on the validation split and restores the best checkpoint at the end.
 
-Test hook (inert unless its variable is set; read only here, in the training child):
+Test hooks (inert unless their variable is set; read only here, in the training child):
 ``TUNELINE_FAULT_OOM_AT_STEP=N`` raises ``torch.OutOfMemoryError`` at the end of step N while no earlier
 attempt has hit out-of-memory (``oom_retries`` is 0), so the OOM retry path can be caused on a CPU
 (tests/faults/test_oom_retry.py); the retry, with the halved batch, trains on.
+``TUNELINE_FAULT_INPUT_ERROR_RANK=R`` makes rank R alone fail at its first step with the input error a bad
+batch raises, so a data error in one of several data-parallel processes can be caused
+(tests/faults/test_ddp_faults.py): the attempt must fail as an input error, not be retried.
 """
 
 from __future__ import annotations
@@ -140,14 +143,14 @@ def halve_batch(plan: dict) -> dict:
             "oom_retries": plan["oom_retries"] + 1}
 
 
-FAULT_OOM_AT_STEP = "TUNELINE_FAULT_OOM_AT_STEP"  # test hook: see the module docstring
+FAULT_OOM_AT_STEP = "TUNELINE_FAULT_OOM_AT_STEP"  # test hooks: see the module docstring
+FAULT_INPUT_ERROR_RANK = "TUNELINE_FAULT_INPUT_ERROR_RANK"
 
 
 def injected_faults(plan: dict) -> list:
-    """Test hook: a callback raising out-of-memory at step ``$TUNELINE_FAULT_OOM_AT_STEP``, first OOM only."""
-    at = os.environ.get(FAULT_OOM_AT_STEP)
-    if not at or plan["oom_retries"]:
-        return []
+    """Test hooks: out-of-memory at step ``$TUNELINE_FAULT_OOM_AT_STEP`` (first OOM only); an input error in
+    rank ``$TUNELINE_FAULT_INPUT_ERROR_RANK`` at its first step."""
+    at, rank = os.environ.get(FAULT_OOM_AT_STEP), os.environ.get(FAULT_INPUT_ERROR_RANK)
     import torch
     from transformers import TrainerCallback
 
@@ -156,7 +159,12 @@ def injected_faults(plan: dict) -> list:
             if state.global_step == int(at):
                 raise torch.OutOfMemoryError(f"{FAULT_OOM_AT_STEP}={at}: injected at step {state.global_step}")
 
-    return [InjectedOutOfMemory()]
+    class InjectedInputError(TrainerCallback):
+        def on_step_begin(self, args, state, control, **kwargs):
+            raise TrainingInputError(f"{FAULT_INPUT_ERROR_RANK}={rank}: a bad batch in rank {rank} (injected)")
+
+    return ([InjectedOutOfMemory()] if at and not plan["oom_retries"] else []) + (
+        [InjectedInputError()] if rank is not None and rank == os.environ.get("RANK", "0") else [])
 
 
 def is_main_process() -> bool:
@@ -308,6 +316,7 @@ def fine_tune(spec: dict) -> dict:
         "resumed_from_step": step_of(resume.name) if resume else 0,
         "batch_size": plan["batch_size"],
         "gradient_accumulation": plan["gradient_accumulation"],
+        "effective_batch_size": plan["batch_size"] * plan["gradient_accumulation"] * trainer.args.world_size,
         "oom_retries": plan["oom_retries"],
         "train_loss": output.training_loss,
         "train_seconds": train_seconds,

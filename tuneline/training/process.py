@@ -2,7 +2,10 @@
 
 Reads the spec the parent wrote (config, prepared splits, storage root, prefix);
 trains (see ``tuneline.training.loop.fine_tune``) and exits with a code the parent maps
-to a retry decision. Writes ``error.txt`` beside the spec on failure.
+to a retry decision. Writes ``error.txt`` beside the spec on failure (``error-rank<N>.txt`` from rank N > 0
+under torchrun) and the failure's kind to ``exit-kind``; an input error in any rank also goes to
+``input-error.txt`` (the first only), because the other ranks then fail too, with errors that only say a
+peer went away.
 """
 
 from __future__ import annotations
@@ -57,6 +60,11 @@ def main(spec_path: str) -> int:
         result = fine_tune(json.loads(spec_file.read_text()))
     except TunelineError as err:
         error.write_text(str(err))
+        try:
+            with spec_file.with_name("input-error.txt").open("x") as first:
+                first.write(str(err))
+        except FileExistsError:
+            pass
         kind.write_text("input")
         return EXIT_INPUT_ERROR
     except Exception as err:
