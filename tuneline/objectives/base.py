@@ -58,6 +58,9 @@ class TrainerParts:
     adapter: bool = False  # the saved folder is a PEFT adapter
     trainable_parameters: int | None = None
     model_columns: list[str] | None = None  # the dataset columns the model reads (None: every column)
+    # called with the model once its attention kernel is set (training.attention); raises ConfigError when the model
+    # cannot train with these parts (e.g. packed rows that would attend to each other)
+    check_model: Callable[[Any], None] | None = None
 
 
 @dataclass

@@ -4,6 +4,10 @@ Reads prompt/response (or chat) rows (``tuneline.objectives.chat``) and the base
 (default: the embedded SmolLM2-135M-Instruct). The loss covers response tokens only. The model
 folder is a PEFT adapter (``model.method: lora``) or a plain ``save_pretrained`` folder (``full``).
 
+Batching (``training.batching``; ``auto`` is ``packed``): packed training and validation batches are the rows
+concatenated without padding, attention kept within each row (``PackedBatches``); ``padded`` and ``length_grouped``
+pad each batch to its longest row. Test scoring (``response_loss``) always pads: it sums every token's loss exactly.
+
 Scoring: response-token loss and perplexity on a split, and on the test split a few greedy
 generations; the base model is the reference scored beside the candidate, so the gate can use
 ``perplexity_improvement = (base - tuned) / base``. With ``register.merge`` the registered folder
@@ -26,7 +30,7 @@ from typing import TYPE_CHECKING
 from tuneline import keys
 from tuneline.data.expectations import check_entry
 from tuneline.data.splits import INPUT, SPLITS, STRATUM
-from tuneline.errors import DataError
+from tuneline.errors import ConfigError, DataError
 from tuneline.models.base import ResolvedBase, portable_base_name, resolve_base, resolve_base_model
 from tuneline.objectives.base import (HIGHER, LOWER, Objective, PredictionInputs, TrainerParts, adapter_base,
                                       refuse_text_pair)
@@ -136,7 +140,10 @@ class CausalLM(Objective):
             trained_model.save_pretrained(folder)  # adapter only for a PeftModel; safetensors, no pickles
             tokenizer.save_pretrained(folder)
 
-        return TrainerParts(model=model, collator=masked_batches(tokenizer), compute_metrics=None,
+        packed = self.batching(cfg) == "packed"
+        collator = PackedBatches() if packed else masked_batches(tokenizer)  # length_grouped: the loop's sampler
+        return TrainerParts(model=model, collator=collator, compute_metrics=None,
+                            check_model=check_packing if packed else None,
                             save_folder=save_folder, adapter=cfg.model.method.value == "lora",
                             trainable_parameters=sum(p.numel() for p in model.parameters() if p.requires_grad),
                             model_columns=MODEL_COLUMNS)
@@ -326,6 +333,52 @@ def masked_batches(tokenizer):
     from transformers import DataCollatorForSeq2Seq
 
     return DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=IGNORE_INDEX)
+
+
+class PackedBatches:
+    """``training.batching: packed``: a batch's rows concatenated into one row of shape (1, total tokens), no padding.
+
+    transformers' ``DataCollatorWithFlattening``: ``position_ids`` restart at 0 on each row, no ``attention_mask``,
+    labels -100 on the prompt (as encoded) and on each row's first token (no row predicts from the row before it).
+    The model's mask builder (``transformers.masking_utils``) reads the restarts as row boundaries and keeps attention
+    within each row (sdpa, eager: a block-diagonal causal mask; flash attention: varlen over the rows), but only when
+    the forward has no cache: with ``use_cache`` on (Llama's config default) it builds a cache even in training and
+    ignores the restarts, and every row would attend to the rows before it. So each batch carries
+    ``use_cache=False`` rather than relying on the Trainer's ``args.use_cache``. The loss is unchanged: the model
+    sums the same response tokens' cross-entropy and the Trainer's ``num_items_in_batch`` counts ``labels[..., 1:]
+    != -100`` either way. A plain class at module level: picklable for DataLoader workers.
+    """
+
+    def __init__(self):
+        from transformers import DataCollatorWithFlattening
+
+        self.flatten = DataCollatorWithFlattening(return_position_ids=True, separator_id=IGNORE_INDEX)
+
+    def __call__(self, features: list[dict]) -> dict:
+        return {**self.flatten(features), "use_cache": False}
+
+
+def check_packing(model) -> None:
+    """Refuses ``training.batching: packed`` when this model, with its attention implementation, lets a packed row
+    see the row before it: two rows run packed and the second alone must give the same logits (one tiny forward)."""
+    import torch
+
+    first, second = [5, 6, 7, 8], [9, 10, 11]
+    batch = PackedBatches()([{"input_ids": first}, {"input_ids": second}])
+    was_training = model.training
+    model.eval()  # no dropout: the two forwards must be comparable
+    try:
+        with torch.no_grad():
+            packed = model(**batch).logits[0, len(first):].float()
+            alone = model(input_ids=torch.tensor([second]), use_cache=False).logits[0].float()
+    finally:
+        model.train(was_training)
+    if not torch.allclose(packed, alone, rtol=1e-3, atol=1e-3 * float(alone.abs().max())):
+        config = getattr(model, "config", None)
+        raise ConfigError(
+            f"training.batching: packed: this {getattr(config, 'model_type', 'model')} with attention "
+            f"{getattr(config, '_attn_implementation', '?')} lets a packed row attend to the row before it; "
+            "use training.batching: length_grouped (or another training.attention)")
 
 
 def safe_exp(loss: float) -> float:

@@ -205,6 +205,8 @@ def build_trainer(cfg: FinetuneConfig, prepared: Prepared, storage: Storage, sto
         raise TrainingInputError("the training split is empty: lower data.validation_fraction / test_fraction")
     parts = objective.trainer_parts(cfg, base, prepared, train_set, tokenizer)
     attention = set_attention(parts.model, cfg.training.attention.value)
+    if parts.check_model:
+        parts.check_model(parts.model)
     if parts.model_columns:
         train_set = train_set.select_columns(parts.model_columns)
         eval_set = eval_set.select_columns(parts.model_columns) if eval_set is not None else None
