@@ -79,6 +79,11 @@ class Attention(str, enum.Enum):
     eager = "eager"  # the model's plain PyTorch attention (slowest; for debugging)
 
 
+class Engine(str, enum.Enum):
+    local = "local"  # a child process on the flow's machine (torchrun for training.processes > 1)
+    ray = "ray"  # Ray Train workers on a Ray cluster (training.ray); pip install 'tuneline[ray]'
+
+
 class ClassWeights(str, enum.Enum):
     none = "none"
     balanced = "balanced"  # n / (k * count_c) from the training split: rare classes weigh more
@@ -176,6 +181,26 @@ class ModelConfig(_Section):
     lora: LoraSettings = Field(default_factory=lambda: LoraSettings(), description="lora: adapter settings.")
 
 
+class RaySettings(_Section):
+    address: str | None = Field(
+        None, description="The Ray cluster: ray://HEAD:10001 (Ray Client, e.g. a KubeRay head service) or HEAD:6379 "
+        "(the GCS, from inside the cluster); none: $RAY_ADDRESS, and an error when that is unset too. Where the "
+        "training runs, never what it learns."
+    )
+    workers: int = Field(
+        2, ge=1, le=1024, description="Ray Train workers: data-parallel training processes, one torch rank each (the "
+        "effective batch is batch_size x workers x gradient_accumulation)."
+    )
+    use_gpu: bool = Field(
+        False, description="One GPU per worker (NCCL; precision auto: bf16 where the GPU has it); false: CPU workers "
+        "(gloo, fp32)."
+    )
+    resources_per_worker: dict[str, float] | None = Field(
+        None, description='Ray resources each worker reserves, e.g. {"CPU": 8, "memory": 32e9}; none: Ray Train\'s '
+        "default (1 CPU, plus 1 GPU with use_gpu)."
+    )
+
+
 class TrainingConfig(_Section):
     epochs: float = Field(3, gt=0, le=100, description="Passes over the training split.")
     learning_rate: float | None = Field(
@@ -234,6 +259,14 @@ class TrainingConfig(_Section):
         None, ge=0, le=64, description="Processes preparing batches; none: 2 on a CUDA GPU (with pinned memory), 0 "
         "on CPU (the training threads need the cores)."
     )
+    engine: Engine = Field(
+        Engine.local, description="What runs the training: local (a child process on the flow's machine, torchrun for "
+        "processes > 1) or ray (the same training on a Ray cluster's workers, see training.ray; the storage root must "
+        "be reachable from them: s3:// across machines). The same training loop, checkpoints and resume either way."
+    )
+    ray: RaySettings = Field(
+        default_factory=lambda: RaySettings(), description="engine ray: the cluster and the workers."
+    )
     report_to: list[ReportTo] = Field(
         [], description="Experiment trackers the Trainer also logs to: tensorboard (event files in "
         "candidates/<key>/tensorboard/; pip install 'tuneline[tensorboard]') and mlflow (parameters, metrics per "
@@ -247,10 +280,14 @@ class TrainingConfig(_Section):
         return list(dict.fromkeys(trackers))
 
     def result_settings(self) -> dict:
-        """The settings that change the trained weights (checkpoint cadence, timeouts and reporting do not)."""
+        """The settings that change the trained weights (checkpoint cadence, timeouts and reporting do not).
+
+        The engine and its ``ray`` section are left out: what of them changes weights, the number of training
+        processes (``ray.workers``) and the precision the workers resolve (``ray.use_gpu``), is in the train key
+        (tuneline/training/launcher.py), as the local engine's processes and precision are."""
         return self.model_dump(mode="json", exclude={"checkpoint_every_steps", "checkpoint_every_minutes",
                                                      "timeout_minutes", "stall_minutes", "stop_grace_seconds",
-                                                     "report_to", "dataloader_workers"})
+                                                     "report_to", "dataloader_workers", "engine", "ray"})
 
 
 # training.learning_rate when unset, per model.method (README "Learning-rate defaults" has the measurements).
@@ -367,6 +404,13 @@ def task_problems(cfg: FinetuneConfig) -> list[str]:
         problems.append("training.early_stopping_patience: needs a validation split (data.validation_fraction > 0)")
     if cfg.model.unfreeze_top_layers and cfg.model.method != TrainingMethod.freeze:
         problems.append("model.unfreeze_top_layers: only for model.method: freeze")
+    if cfg.training.engine == Engine.ray and (cfg.training.processes or 1) > 1:
+        problems.append(f"training.processes: {cfg.training.processes} starts torchrun processes on the flow's "
+                        f"machine; with training.engine: ray set training.ray.workers: {cfg.training.processes} "
+                        "instead (or training.engine: local)")
+    if cfg.training.engine == Engine.ray and cfg.training.precision == Precision.fp16 and not cfg.training.ray.use_gpu:
+        problems.append("training.precision: fp16 needs CUDA GPUs; set training.ray.use_gpu: true, or use auto, "
+                        "fp32 or bf16")
     return problems + objective.config_problems(cfg)
 
 

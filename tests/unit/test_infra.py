@@ -147,6 +147,33 @@ def test_dockerfile_basics():
     assert not any("latest" in line for line in instructions if line.startswith("FROM "))
 
 
+def test_kuberay_cluster_runs_the_worker_image_with_the_pinned_ray():
+    """infra/kuberay/raycluster.yaml (training.engine: ray): a CPU head serving Ray Client, a GPU worker group, both
+    on the image the work pools run, with the Ray version of pyproject's `ray` extra."""
+    import tomllib
+
+    cluster = yaml.safe_load((INFRA / "kuberay" / "raycluster.yaml").read_text())
+    assert cluster["apiVersion"] == "ray.io/v1" and cluster["kind"] == "RayCluster"
+    [pinned] = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]["ray"]
+    assert re.fullmatch(r"ray\[[a-z,]*\btrain\b[a-z,]*\]==(\S+)", pinned)[1] == cluster["spec"]["rayVersion"]
+    image = template_defaults(json.loads((INFRA / "work-pools" / "kubernetes.json").read_text()))["image"]
+    head = cluster["spec"]["headGroupSpec"]
+    [head_container] = head["template"]["spec"]["containers"]
+    assert head_container["image"] == image and head["rayStartParams"]["num-cpus"] == "0", "the head trains nothing"
+    assert "nvidia.com/gpu" not in head_container["resources"]["limits"]
+    assert {"containerPort": 10001, "name": "client"} in head_container["ports"], "Ray Client: ray://<head-svc>:10001"
+    [gpu] = cluster["spec"]["workerGroupSpecs"]
+    [worker] = gpu["template"]["spec"]["containers"]
+    assert worker["image"] == image and worker["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert gpu["template"]["spec"]["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+    assert {"name": "dshm", "mountPath": "/dev/shm"} in worker["volumeMounts"]
+    for container in (head_container, worker):  # S3 credentials from a secret, never written in the file
+        assert container["envFrom"] == [{"secretRef": {"name": "tuneline-s3"}}]
+        assert not any(e["name"].startswith("AWS_") for e in container.get("env", []))
+    dockerfile = (INFRA / "Dockerfile").read_text()
+    assert re.search(r'pip install "\.\[[a-z,]*\bray\b[a-z,]*\]"', dockerfile), "the image has the ray extra"
+
+
 def test_automation_file():
     from prefect.events.schemas.automations import AutomationCore
 

@@ -18,6 +18,7 @@ import os
 import re
 import shutil
 import signal
+import threading
 import time
 from pathlib import Path
 
@@ -181,21 +182,47 @@ def sync_folder(folder: Path) -> None:
             os.close(descriptor)
 
 
+# Where the training loop runs outside the main thread (a Ray Train worker: tuneline/training/ray_engine.py), no
+# signal reaches it: the engine sets this event instead, and every rank stops at the same step (one all-reduce of
+# the flag per step, since the ranks learn of the event at different moments).
+STOP_REQUESTED = threading.Event()
+
+
+def stop_requested_by_all(preempted: bool, device) -> bool:
+    """Whether any rank has been asked to stop (a rank that saves alone would deadlock the others)."""
+    import torch
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return preempted
+    flag = torch.tensor([int(preempted)], device=device)
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    return bool(flag.item())
+
+
 def checkpoint_callback(store: CheckpointStore, every_minutes: float | None):
-    """A TrainerCallback: saves on a timer and on SIGTERM, and publishes each saved checkpoint."""
+    """A TrainerCallback: saves on a timer and on SIGTERM (or ``STOP_REQUESTED``), and publishes each saved
+    checkpoint."""
     from transformers import TrainerCallback
 
     class Checkpointing(TrainerCallback):
         def __init__(self):
             self.last_save = time.monotonic()
             self.preempted = False
-            signal.signal(signal.SIGTERM, self._on_sigterm)
+            self.in_main_thread = threading.current_thread() is threading.main_thread()
+            if self.in_main_thread:  # signal handlers can only be set there
+                signal.signal(signal.SIGTERM, self._on_sigterm)
 
         def _on_sigterm(self, signum, frame):
             print("SIGTERM received: saving a checkpoint, then stopping", flush=True)
             self.preempted = True
 
         def on_step_end(self, args, state, control, **kwargs):
+            if not self.in_main_thread and not self.preempted:
+                asked = STOP_REQUESTED.is_set()
+                if stop_requested_by_all(asked, args.device):
+                    print("asked to stop: saving a checkpoint, then stopping", flush=True)
+                    self.preempted = True
             overdue = every_minutes and time.monotonic() - self.last_save >= every_minutes * 60
             if self.preempted or overdue:
                 control.should_save = True

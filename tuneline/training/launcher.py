@@ -4,9 +4,10 @@ Reads the prepared meta and the config; writes ``candidates/<key>/train.log`` on
 succeeded (the child writes the model folder, ``training.json`` and the checkpoints) and
 ``candidates/<key>/lease.json`` while it trains (``lease.py``: one writer per candidate, a second
 run with the same key waits, then reuses the result). Training runs in a child process
-(``python -m tuneline.training.process SPEC``, the entry point ``torchrun`` launches on several GPUs),
-so a crash, an OOM or a kill never takes the flow down; the exit code decides whether the attempt is
-retried. ``training.timeout_minutes`` is the budget of all attempts of one run together.
+(``python -m tuneline.training.process SPEC``, the entry point ``torchrun`` launches on several GPUs; with
+``training.engine: ray``, the Ray driver ``python -m tuneline.training.ray_engine SPEC``), so a crash, an OOM
+or a kill never takes the flow down; the exit code decides whether the attempt is retried.
+``training.timeout_minutes`` is the budget of all attempts of one run together.
 """
 
 from __future__ import annotations
@@ -20,12 +21,12 @@ from pathlib import Path
 from typing import Callable
 
 from tuneline import keys, objectives
-from tuneline.config import FinetuneConfig, Precision, learning_rate
+from tuneline.config import Engine, FinetuneConfig, Precision, TrainingConfig, learning_rate
 from tuneline.errors import ConfigError
 from tuneline.results import Prepared, Trained
 from tuneline.storage import Storage
 from tuneline.tracking import check_reporting, publish_tensorboard
-from tuneline.training import lease
+from tuneline.training import lease, ray_launch
 from tuneline.training.child import RateLimitedLog, run_process
 from tuneline.training.gpu_launch import training_command, training_processes
 from tuneline.training.outcomes import (EXIT_INPUT_ERROR, EXIT_KINDS, EXIT_OUT_OF_MEMORY, EXIT_PREEMPTED,
@@ -56,9 +57,24 @@ def train_key(prepared: Prepared, cfg: FinetuneConfig) -> str:
     if cfg.training.early_stopping_patience:
         early_stopping = {"metric": cfg.evaluation.metric.value, "every_steps": cfg.training.checkpoint_every_steps}
     model = cfg.model.model_dump(mode="json", exclude={"token_secret"})  # where a token comes from is not the model
+    precision, processes = planned_run(cfg.training)
     return keys.cache_key(keys.TRAIN_VERSION, prepared.objective, prepared.key, model,
-                          cfg.training.result_settings(), learning_rate(cfg), resolve_precision(cfg.training.precision),
-                          training_processes(cfg.training.processes), early_stopping)
+                          cfg.training.result_settings(), learning_rate(cfg), precision, processes, early_stopping)
+
+
+def planned_run(training: TrainingConfig) -> tuple[str, int]:
+    """(precision, training processes): on this machine (local), or on the Ray workers (ray), whose hardware the
+    flow's machine may not have. The engine itself and the cluster's address are not part of the key."""
+    if training.engine == Engine.ray:
+        return ray_launch.planned_precision(training), training.ray.workers
+    return resolve_precision(training.precision), training_processes(training.processes)
+
+
+def child_command(spec_path: Path, training: TrainingConfig) -> list[str]:
+    """The training child: ``tuneline.training.process`` (under torchrun for several processes), or the Ray driver."""
+    if training.engine == Engine.ray:
+        return ray_launch.ray_command(str(spec_path))
+    return training_command(spec_path, training_processes(training.processes))
 
 
 def candidate_prefix(prepared: Prepared, cfg: FinetuneConfig, run_id: str | None) -> str:
@@ -106,6 +122,8 @@ def train_candidate(storage: Storage, prepared: Prepared, cfg: FinetuneConfig, l
     """
     objectives.get(prepared.objective)  # an unknown objective fails here, not in the child
     check_reporting(cfg)
+    if cfg.training.engine == Engine.ray:
+        ray_launch.check(cfg.training)  # no ray package, no cluster address: one ConfigError now, never retried
     prefix = candidate_prefix(prepared, cfg, run_id)
     record = keys.training_record(prefix)
     if cfg.cache and storage.exists(record):
@@ -138,8 +156,7 @@ def run_attempt(storage: Storage, prepared: Prepared, cfg: FinetuneConfig, prefi
     (scratch / "spec.json").write_text(json.dumps(spec))
     log, started = scratch / "train.log", time.monotonic()
     try:
-        ended = run_process(training_command(scratch / "spec.json", training_processes(settings.processes)),
-                            progress_lines(log_line, on_progress), log,
+        ended = run_process(child_command(scratch / "spec.json", settings), progress_lines(log_line, on_progress), log,
                             timeout_s=timeout, stall_s=settings.stall_minutes and settings.stall_minutes * 60,
                             grace_s=settings.stop_grace_seconds, stop=held.lost,
                             env={**os.environ, "PYTHONUNBUFFERED": "1", PARENT_PID_ENV: str(os.getpid())},
@@ -148,7 +165,7 @@ def run_attempt(storage: Storage, prepared: Prepared, cfg: FinetuneConfig, prefi
         SPENT_S[budget] = SPENT_S.get(budget, 0.0) + time.monotonic() - started
     kind = scratch / "exit-kind"
     code = ended.code
-    code = EXIT_KINDS.get(kind.read_text().strip(), code) if code and kind.exists() else code  # torchrun says 1
+    code = EXIT_KINDS.get(kind.read_text().strip(), code) if code and kind.exists() else code  # torchrun, ray: 1
     error = scratch / ("input-error.txt" if code == EXIT_INPUT_ERROR else "error.txt")  # the rank that had it
     message = error.read_text() if error.exists() else ""
     if ended.stopped_for == "stop":  # its writes may no longer be its own: nothing more is uploaded

@@ -1,0 +1,201 @@
+"""Training on a Ray cluster (``training.engine: ray``), for real: a local Ray head of this module's own and the
+finetune flow on it with two CPU Ray Train workers (gloo), the multi-node code path on one machine.
+
+- A worker SIGKILLed after the first complete checkpoint: the attempt fails as transient, Prefect retries, the
+  retry resumes from that checkpoint in the storage root on two new workers, and the model it registers loads
+  and predicts; ``training.json`` says 2 processes; the run's ``train.log`` has the workers' lines and the
+  progress lines the launcher reads.
+- An input error in one worker only (the training loop's test hook, sent to the workers with tuneline's other
+  settings), through Ray Client (``ray://``, as a KubeRay head service is reached): the attempt fails as an input
+  error and is not retried.
+
+The head (``ray start --head --block``) listens on free ports, advertises 127.0.0.1, serves its dashboard on
+127.0.0.1 only and takes a random auth token (Ray's GCS and raylet listen on every interface: the token keeps
+others out). Its temp dir is short: Ray's unix sockets must fit 107 bytes, which a pytest tmp path does not leave.
+It is stopped as ``ray stop`` stops a cluster, but only this one: SIGTERM to every process of its session,
+SIGKILL to what is left after 3 s (the GCS and the raylet take longer than that to go; nothing of it is kept).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import make_config, missing, task_runs_of
+from tuneline.config import parse_config
+from tuneline.training.loop import FAULT_INPUT_ERROR_RANK
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness"), pytest.mark.timeout(300)]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def session_members(session: int) -> list[int]:
+    """Every process of a session: the Ray head's, workers included (each worker has a process group of its own)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                if int(fields[3]) == session and fields[0] != "Z":
+                    found.append(int(entry.name))
+            except (OSError, ValueError, IndexError):
+                continue
+    return found
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    """A local Ray head for this module: its GCS address, its Ray Client address (``ray://``, what a KubeRay head
+    service offers) and the session of every Ray process it starts."""
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        missing("ray is not installed: pip install 'tuneline[ray]' (the test extra has it)")
+    temp = Path(tempfile.mkdtemp(prefix="tl-ray-"))
+    port, client_port = free_port(), free_port()
+    # the head and the flow's Ray driver: a token, and "127.0.0.1" kept as is (Ray swaps in the host's address)
+    shared = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32),
+              "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+    env = {**os.environ, **shared, "RAY_USAGE_STATS_ENABLED": "0"}
+    log = (temp / "head.log").open("w")
+    head = subprocess.Popen(
+        [str(Path(sys.executable).with_name("ray")), "start", "--head", "--block", "--num-cpus", "2",
+         "--port", str(port), "--node-ip-address", "127.0.0.1",
+         # the dashboard serves the State API, which Ray Train's placement-group cleaner asks every second
+         "--include-dashboard", "true", "--dashboard-host", "127.0.0.1", "--dashboard-port", str(free_port()),
+         "--dashboard-agent-listen-port", str(free_port()), "--ray-client-server-port", str(client_port),
+         "--runtime-env-agent-port", str(free_port()), "--metrics-export-port", str(free_port()),
+         "--object-store-memory", str(200 * 2**20), "--temp-dir", str(temp), "--disable-usage-stats"],
+        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    saved = {name: os.environ.get(name) for name in shared}
+    os.environ.update(shared)  # the flow's training child (the Ray driver) inherits this environment
+    try:
+        deadline = time.monotonic() + 90
+        while "Ray runtime started" not in (temp / "head.log").read_text():
+            assert head.poll() is None, (temp / "head.log").read_text()
+            assert time.monotonic() < deadline, "the Ray head did not start in 90 s"
+            time.sleep(0.5)
+        yield f"127.0.0.1:{port}", f"ray://127.0.0.1:{client_port}", head.pid
+    finally:
+        for name, value in saved.items():
+            os.environ.pop(name, None) if value is None else os.environ.__setitem__(name, value)
+        for sig, wait_s in ((signal.SIGTERM, 3), (signal.SIGKILL, 5)):  # as `ray stop` does, to this head only
+            for pid in session_members(head.pid):
+                try:
+                    os.kill(pid, sig)
+                except ProcessLookupError:
+                    pass
+            deadline = time.monotonic() + wait_s
+            while session_members(head.pid) and time.monotonic() < deadline:
+                time.sleep(0.2)
+        head.wait()
+        log.close()
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def ray_workers(session: int) -> list[int]:
+    """The Ray Train worker processes of the cluster (by their process title)."""
+    found = []
+    for pid in session_members(session):
+        try:
+            if b"RayTrainWorker" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                found.append(pid)
+        except OSError:
+            continue
+    return found
+
+
+def kill_a_worker_after_first_checkpoint(root: Path, session: int, killed: threading.Event, seen: dict) -> None:
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        workers = ray_workers(session)
+        seen["most"] = max(seen.get("most", 0), len(workers))
+        if workers and list(root.glob("candidates/*/checkpoints/checkpoint-*/COMPLETE")):
+            os.kill(workers[-1], signal.SIGKILL)
+            killed.set()
+            return
+        time.sleep(0.05)
+
+
+def ray_config(csv: Path, root: Path, tiny_bert: Path, address: str, **training):
+    return parse_config(make_config(
+        csv, root, model={"base": str(tiny_bert), "max_length": 32},
+        training={"epochs": 2, "batch_size": 8, "checkpoint_every_steps": 4, "checkpoint_every_minutes": None,
+                  "engine": "ray", "ray": {"address": address, "workers": 2}, **training},
+        retries={"attempts": 2, "backoff_seconds": 0}, evaluation={"metric": "f1_macro", "minimum": 0.0}))
+
+
+def test_two_ray_workers_survive_a_killed_worker_and_register_a_model_that_predicts(
+        ray_cluster, demo_csv, tmp_path, tiny_bert):
+    import torch
+
+    import tuneline
+    from flows.finetune import finetune
+    from tuneline.storage import LocalStorage
+
+    address, _, session = ray_cluster
+    root = tmp_path / "store"
+    killed, seen = threading.Event(), {}
+    watcher = threading.Thread(target=kill_a_worker_after_first_checkpoint, args=(root, session, killed, seen),
+                               daemon=True)
+    watcher.start()
+    summary = finetune(config=ray_config(demo_csv, root, tiny_bert, address))
+    watcher.join(5)
+
+    assert killed.is_set() and seen["most"] == 2, f"two Ray Train workers ran and one was killed ({seen})"
+    train = summary["stages"]["train"]
+    assert train["status"] == "resumed" and train["attempts"] == 2, train
+    assert train["resumed_from_step"] >= 4
+    storage = LocalStorage(root)
+    candidate = next(root.glob("candidates/*/training.json")).parent
+    record = storage.read_json(f"{candidate.relative_to(root)}/training.json")
+    assert record["processes"] == 2 and record["effective_batch_size"] == 16, "8 rows per worker per step"
+    counts = storage.read_json(next(root.glob("prepared/*/meta.json")).relative_to(root).as_posix())["counts"]
+    assert record["global_step"] == record["max_steps"] == 2 * math.ceil(counts["train"] / 16), counts
+    [failed_log] = [p for p in candidate.iterdir() if p.name.startswith("train-failed")]
+    assert "RayTrainWorker" in failed_log.read_text(), "the workers' lines reach the driver, so the run's log"
+    log = (candidate / "train.log").read_text().splitlines()
+    assert any(line.startswith("PROGRESS {") for line in log), "progress lines reach the launcher as the local child's"
+    assert not (candidate / "ray").exists(), "Ray Train's run folder goes once training succeeded"
+
+    model, tokenizer = tuneline.load_model(f"{summary['model']}:{summary['version']}", str(root))
+    with torch.inference_mode():
+        logits = model(**tokenizer(["great product", "broke in a day"], return_tensors="pt", padding=True)).logits
+    assert logits.shape == (2, 2)
+
+
+def test_an_input_error_in_one_ray_worker_fails_the_attempt_once(
+        ray_cluster, demo_csv, tmp_path, tiny_bert, monkeypatch):
+    from flows.finetune import finetune
+
+    _, client_address, session = ray_cluster
+    monkeypatch.setenv(FAULT_INPUT_ERROR_RANK, "1")  # sent to the workers with tuneline's other settings
+    # through Ray Client this time: the ray://HEAD:10001 address of a KubeRay cluster
+    state = finetune(config=ray_config(demo_csv, tmp_path / "store", tiny_bert, client_address), return_state=True)
+
+    assert state.is_failed()
+    with pytest.raises(Exception, match="a bad batch in rank 1"):
+        state.result()
+    [train] = [r for r in task_runs_of(state.state_details.flow_run_id, "train") if r.task_key.startswith("train")]
+    assert train.run_count == 1, "an input error is never retried"
+    deadline = time.monotonic() + 30
+    while ray_workers(session) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not ray_workers(session), "the failed attempt's workers are gone"
