@@ -37,7 +37,7 @@ def require_weed() -> None:
 # --no-loadscope-reorder` (make test) hands out files in collection order, so a long file collected last would
 # run alone at the end while the other worker idles.
 LONGEST_FIRST = ("test_real_data_stsb.py", "test_real_data.py", "test_sigterm.py", "test_finetune_flow.py",
-                 "test_real_data_wnut.py", "test_decoder_classification.py", "test_base_models.py",
+                 "test_ray_engine.py", "test_real_data_wnut.py", "test_ddp.py", "test_decoder_classification.py", "test_base_models.py",
                  "test_stalled_training.py", "test_concurrent_runs.py")
 
 
