@@ -9,7 +9,7 @@ from __future__ import annotations
 import enum
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -123,6 +123,21 @@ class DataConfig(_Section):
         TargetScaling.none, description="Regression: scale targets with training-split statistics (saved in the "
         "model's config as tuneline_target_scaling; predictions are un-scaled)."
     )
+    batch_rows: int = Field(
+        50_000, ge=1, description="Rows that ingest, validate and prepare hold in memory at a time (fewer when rows are "
+        "wide: about 32 MB of data a batch); memory follows this, not the dataset's size. Never changes a result."
+    )
+    num_proc: int | None = Field(
+        None, ge=1, le=64, description="Processes that encode (tokenize) the rows in prepare (each extra one holds "
+        "200-300 MB); none: one per CPU core, at most 4, for 200,000 rows or more, else 1. Never changes a result."
+    )
+
+    # Settings that change how the data stages run, never what they write: left out of their cache keys.
+    RUN_SETTINGS: ClassVar[frozenset[str]] = frozenset({"batch_rows", "num_proc"})
+
+    def output_settings(self) -> dict:
+        """The settings that decide what validate and prepare write (their cache keys): all but RUN_SETTINGS."""
+        return self.model_dump(mode="json", exclude=set(self.RUN_SETTINGS))
 
     @field_validator("labels")
     @classmethod

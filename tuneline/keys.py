@@ -28,7 +28,8 @@ from typing import Any
 from tuneline.fingerprints import content_key
 
 # Stage versions: bump when a stage's code changes what it writes.
-VALIDATE_VERSION = 2      # 2: keyed by objective (a verdict is never shared between task kinds)
+VALIDATE_VERSION = 3      # 3: read in batches; expect_tags_to_be_bio counts every row with a problem (was: the
+                          #    rows among the first 20 problems); 2: keyed by objective
 PREPARE_VERSION = 2       # 2: objectives encode; fitted parameters in meta.json
 TRAIN_VERSION = 2         # 2: objectives build the model; precision and processes in the key
 EVALUATE_VERSION = 2      # 2: one scoring path per objective (Trainer.predict + objective metrics)

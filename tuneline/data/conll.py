@@ -7,7 +7,8 @@ the tag the last. A blank line ends a sentence; ``-DOCSTART-`` lines are skipped
 end a sentence. The last sentence needs no blank line after it.
 
 Writes nothing: returns a ``pandas.DataFrame`` with columns ``tokens`` and ``tags``
-(each cell a ``list[str]`` of equal length). Unreadable input raises ``DataError``
+(each cell a ``list[str]`` of equal length), or such frames batch by batch (``iter_conll``: the file is read
+line by line). Unreadable input raises ``DataError``
 naming the file and, where there is one, the line.
 
 Columns are split on runs of ASCII spaces and tabs only, so a token may contain other
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import codecs
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -34,19 +36,33 @@ _SHOWN_CHARS = 80
 
 def read_conll(path: Path) -> pd.DataFrame:
     """Sentences of ``path`` as a DataFrame with list columns ``tokens`` and ``tags``."""
+    return next(iter_conll(path, None))
+
+
+def iter_conll(path: Path, batch_rows: int | None) -> Iterator[pd.DataFrame]:
+    """Sentences of ``path`` in DataFrames of at most ``batch_rows`` sentences (None: one frame), read line by
+    line (memory follows the batch, not the file)."""
     path = Path(path)
-    lines = _decoded_lines(path, _read_bytes(path))
-    sentences = _sentences(path, lines)
-    if not sentences:
+    sentences, found = [], False
+    for sentence in _sentences(path, _decoded_lines(path)):
+        sentences.append(sentence)
+        if batch_rows is not None and len(sentences) >= batch_rows:
+            yield _frame(sentences)
+            sentences, found = [], True
+    if not sentences and not found:
         raise DataError(f"{path}: no sentences found (the file is empty or holds only blank and "
                         f"{_DOCSTART} lines); expected one 'token<TAB>tag' per line")
-    return pd.DataFrame({"tokens": [tokens for tokens, _ in sentences],
-                         "tags": [tags for _, tags in sentences]})
+    if sentences:
+        yield _frame(sentences)
 
 
-def _read_bytes(path: Path) -> bytes:
+def _frame(sentences: list[tuple[list[str], list[str]]]) -> pd.DataFrame:
+    return pd.DataFrame({"tokens": [tokens for tokens, _ in sentences], "tags": [tags for _, tags in sentences]})
+
+
+def _open(path: Path):
     try:
-        return path.read_bytes()
+        return path.open("rb")
     except FileNotFoundError:
         raise DataError(f"{path}: CoNLL file not found") from None
     except IsADirectoryError:
@@ -55,39 +71,35 @@ def _read_bytes(path: Path) -> bytes:
         raise DataError(f"{path}: cannot read the CoNLL file ({error.strerror})") from None
 
 
-def _decoded_lines(path: Path, data: bytes) -> list[str]:
-    """The file's lines without line endings; a decoding error names the line."""
-    if data.startswith(codecs.BOM_UTF8):
-        data = data[len(codecs.BOM_UTF8):]
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as error:
-        line = data.count(b"\n", 0, error.start) + 1
-        column = error.start - (data.rfind(b"\n", 0, error.start) + 1) + 1
-        raise DataError(f"{path}, line {line}: not valid UTF-8 (byte 0x{data[error.start]:02x} at byte "
-                        f"{column} of the line); re-save the file as UTF-8") from None
-    lines = text.split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()  # the newline that ends the last line does not start another
-    return [line[:-1] if line.endswith("\r") else line for line in lines]
+def _decoded_lines(path: Path) -> Iterator[str]:
+    """The file's lines without line endings, one at a time; a decoding error names the line."""
+    with _open(path) as handle:
+        for number, raw in enumerate(handle, start=1):
+            if number == 1 and raw.startswith(codecs.BOM_UTF8):
+                raw = raw[len(codecs.BOM_UTF8):]
+            raw = raw[:-1] if raw.endswith(b"\n") else raw
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as error:
+                raise DataError(f"{path}, line {number}: not valid UTF-8 (byte 0x{raw[error.start]:02x} at byte "
+                                f"{error.start + 1} of the line); re-save the file as UTF-8") from None
+            yield line[:-1] if line.endswith("\r") else line
 
 
-def _sentences(path: Path, lines: list[str]) -> list[tuple[list[str], list[str]]]:
-    sentences: list[tuple[list[str], list[str]]] = []
+def _sentences(path: Path, lines: Iterator[str]) -> Iterator[tuple[list[str], list[str]]]:
     tokens: list[str] = []
     tags: list[str] = []
     for number, line in enumerate(lines, start=1):
         if line.strip(_BLANK) == "" or line.startswith(_DOCSTART):
             if tokens:
-                sentences.append((tokens, tags))
+                yield tokens, tags
                 tokens, tags = [], []
             continue
         token, tag = _token_and_tag(path, number, line)
         tokens.append(token)
         tags.append(tag)
     if tokens:
-        sentences.append((tokens, tags))
-    return sentences
+        yield tokens, tags
 
 
 def _token_and_tag(path: Path, number: int, line: str) -> tuple[str, str]:

@@ -1,7 +1,9 @@
 """great-expectations helpers: run expectations on a DataFrame and summarise the results.
 
-Reads a DataFrame; writes nothing (GX runs in an ephemeral context). Imported lazily by the
-validate stage and the objectives: GX takes seconds and hundreds of MB to import.
+Reads a DataFrame, or one batch of rows after another (``ExpectationRunner``: one suite, one context, the
+entries of every batch merged: counts summed, the first examples kept, success only when every batch
+succeeds); writes nothing (GX runs in an ephemeral context). Imported lazily by the validate stage and the
+objectives: GX takes seconds and hundreds of MB to import.
 """
 
 from __future__ import annotations
@@ -23,6 +25,56 @@ def gx_batch(frame: pd.DataFrame, name: str):
     context.variables.progress_bars = ProgressBarsConfig(globally=False)
     asset = context.data_sources.add_pandas(name).add_dataframe_asset(name)
     return asset.add_batch_definition_whole_dataframe(name).get_batch(batch_parameters={"dataframe": frame})
+
+
+class ExpectationRunner:
+    """One suite run on frame after frame (batches of one dataset, in row order); ``entries`` covers them all.
+
+    Entries are merged by ``merge_entries``. An expectation on the whole table (row counts, the share of
+    unique values) is only right per batch: the caller replaces those entries with whole-dataset values."""
+
+    def __init__(self, expectations: list, name: str = "dataset"):
+        os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+        import great_expectations as gx
+        from great_expectations.data_context.types.base import ProgressBarsConfig
+
+        context = gx.get_context(mode="ephemeral")
+        context.variables.progress_bars = ProgressBarsConfig(globally=False)
+        asset = context.data_sources.add_pandas(name).add_dataframe_asset(name)
+        self._definition = asset.add_batch_definition_whole_dataframe(name)
+        self._suite = expectation_suite(expectations) if expectations else None
+        self.entries: list[dict] | None = None
+
+    def add(self, frame: pd.DataFrame) -> None:
+        if self._suite is None:
+            self.entries = []
+            return
+        batch = self._definition.get_batch(batch_parameters={"dataframe": frame})
+        found = [summarise(r) for r in batch.validate(self._suite, result_format="SUMMARY").results]
+        if self.entries is None:
+            self.entries = found
+            return
+        assert [(e["expectation"], e["column"]) for e in found] == \
+            [(e["expectation"], e["column"]) for e in self.entries], "GX returned its results in another order"
+        self.entries = [merge_entries(before, entry) for before, entry in zip(self.entries, found)]
+
+
+def merge_entries(before: dict, entry: dict) -> dict:
+    """One report entry from an expectation's (or check's) entries on two consecutive batches: success when both
+    succeed, ``unexpected_count`` and ``element_count`` summed, the first MAX_EXAMPLES examples, the first
+    error; ``observed`` stays the earlier batch's unless only the later one fails."""
+    merged = {**before, "success": bool(before["success"] and entry["success"])}
+    for key in ("unexpected_count", "element_count"):
+        if key in before or key in entry:
+            merged[key] = int(before.get(key, 0)) + int(entry.get(key, 0))
+    examples = [*(before.get("examples") or []), *(entry.get("examples") or [])][:MAX_EXAMPLES]
+    if examples:
+        merged["examples"] = examples
+    if "observed" in entry and (before["success"] or "observed" not in before) and not entry["success"]:
+        merged["observed"] = entry["observed"]
+    if "error" in entry and "error" not in before:
+        merged["error"] = entry["error"]
+    return merged
 
 
 def expectation_suite(expectations: list):
@@ -70,9 +122,11 @@ def _is_missing(value) -> bool:
         return False
 
 
-def check_entry(name: str, column: str | None, bad: pd.Series, total: int, **extra) -> dict:
-    """A report entry for a check GX cannot express: ``bad`` holds the offending values."""
-    return {
+def check_entry(name: str, column: str | None, bad: pd.Series, total: int, before: dict | None = None,
+                **extra) -> dict:
+    """A report entry for a check GX cannot express: ``bad`` holds the offending values. ``before``: the entry of
+    the earlier batches, merged in (``merge_entries``)."""
+    entry = {
         "expectation": name,
         "column": column,
         "success": bad.empty,
@@ -81,3 +135,4 @@ def check_entry(name: str, column: str | None, bad: pd.Series, total: int, **ext
         **({"examples": [str(v)[:80] for v in bad.iloc[:MAX_EXAMPLES]]} if not bad.empty else {}),
         **extra,
     }
+    return entry if before is None else merge_entries(before, entry)

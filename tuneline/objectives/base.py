@@ -136,7 +136,10 @@ class Objective(ABC):
 
     @abstractmethod
     def derive(self, frame: pd.DataFrame, cfg: FinetuneConfig) -> pd.DataFrame:
-        """A copy with the INPUT and STRATUM columns (and any the expectations need). Never raises on bad rows."""
+        """A copy with the INPUT and STRATUM columns (and any the expectations need). Never raises on bad rows.
+
+        Called on one batch of rows at a time, so a row's derived values may depend on that row only: STRATUM is a
+        category, or a number that the split bins into quantiles over all rows (``tuneline.data.splits``)."""
 
     @abstractmethod
     def expectations(self, frame: pd.DataFrame, cfg: FinetuneConfig) -> list:
@@ -146,8 +149,12 @@ class Objective(ABC):
         """The configured column a report entry on a derived column stands for (how the user knows it)."""
         return column
 
-    def checks(self, frame: pd.DataFrame, cfg: FinetuneConfig) -> list[dict]:
-        """Checks great-expectations cannot express, as report entries (``expectation``, ``success``, ...)."""
+    def checks(self, frame: pd.DataFrame, cfg: FinetuneConfig, before: list[dict] | None = None) -> list[dict]:
+        """Checks great-expectations cannot express, as report entries (``expectation``, ``success``, ...).
+
+        Validation reads a dataset batch by batch: ``frame`` is one derived batch (its index: the rows' positions
+        in the dataset) and ``before`` the entries this method returned for the batches before it (None for the
+        first); the entries returned cover every row so far (counts summed, the first examples kept)."""
         return []
 
     def fitted_data_settings(self, fitted: dict) -> dict:
@@ -157,8 +164,14 @@ class Objective(ABC):
 
     # -- prepare ---------------------------------------------------------------------------------
     def fit(self, train: pd.DataFrame, frame: pd.DataFrame, cfg: FinetuneConfig) -> dict:
-        """Parameters fitted on the training rows (``frame`` is every row: the label set may need it)."""
+        """Parameters fitted on the training rows (``frame`` is every row: the label set may need it). The prepare
+        stage passes only the ``fit_columns`` of the derived rows (the text stays on disk)."""
         return {}
+
+    def fit_columns(self, cfg: FinetuneConfig) -> list[str]:
+        """The derived columns ``fit`` reads (labels, targets, tags): prepare keeps these of every row (as shared
+        values, a few bytes a row), so ``fit`` sees all rows at once without the dataset in memory."""
+        return []
 
     @abstractmethod
     def tokenizer(self, base: Path):

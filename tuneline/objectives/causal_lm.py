@@ -104,13 +104,14 @@ class CausalLM(Objective):
             return data.messages_column or data.response_column
         return column
 
-    def checks(self, frame: pd.DataFrame, cfg: FinetuneConfig) -> list[dict]:
+    def checks(self, frame: pd.DataFrame, cfg: FinetuneConfig, before: list[dict] | None = None) -> list[dict]:
         """Chat rows: a list of {role, content} ending with the assistant's answer."""
         column = cfg.data.messages_column
         if not column:
             return []
         bad = frame.loc[frame[RESPONSE].isna(), column]
-        return [check_entry("expect_messages_to_end_with_an_assistant_turn", column, bad, len(frame))]
+        return [check_entry("expect_messages_to_end_with_an_assistant_turn", column, bad, len(frame),
+                            before[0] if before else None)]
 
     # -- prepare ---------------------------------------------------------------------------------
     def tokenizer(self, base: Path):

@@ -45,9 +45,15 @@ class Classification(TextObjective):
             found.append(gxe.ExpectColumnValuesToBeInSet(column=cfg.data.label_column, value_set=cfg.data.labels))
         return found
 
-    def checks(self, frame: pd.DataFrame, cfg: FinetuneConfig) -> list[dict]:
-        """Every label has ``validation.min_rows_per_class`` rows, and there are at least two labels."""
+    def checks(self, frame: pd.DataFrame, cfg: FinetuneConfig, before: list[dict] | None = None) -> list[dict]:
+        """Every label has ``validation.min_rows_per_class`` rows, and there are at least two labels (counted over
+        this batch and the ones ``before``)."""
+        import pandas as pd
+
         counts = frame[cfg.data.label_column].dropna().astype(str).value_counts()
+        if before:  # add the earlier batches' counts; most rows first, ties by label
+            counts = (pd.Series(before[0]["observed"], dtype="int64").add(counts, fill_value=0).astype("int64")
+                      .sort_values(ascending=False, kind="stable"))
         small = counts[counts < cfg.validation.min_rows_per_class]
         return [{
             "expectation": "expect_rows_per_class_to_be_at_least",
@@ -63,6 +69,9 @@ class Classification(TextObjective):
         """Labels in id order: as configured, else sorted from all rows (a class only in test still gets an id)."""
         labels = cfg.data.labels or sorted(frame[cfg.data.label_column].astype(str).unique())
         return {"labels": list(labels)}
+
+    def fit_columns(self, cfg: FinetuneConfig) -> list[str]:
+        return [] if cfg.data.labels else [cfg.data.label_column]
 
     def targets(self, rows: pd.DataFrame, cfg: FinetuneConfig, fitted: dict) -> list:
         ids = {name: i for i, name in enumerate(fitted["labels"])}

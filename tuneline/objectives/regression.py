@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from tuneline.data.expectations import check_entry
-from tuneline.data.splits import STRATUM, target_strata
+from tuneline.data.splits import STRATUM
 from tuneline.metrics import regression_metrics
 from tuneline.objectives.base import HIGHER, LOWER, PredictionInputs
 from tuneline.objectives.heads import TextObjective
@@ -84,7 +84,7 @@ class Regression(TextObjective):
         labels = frame[cfg.data.label_column]
         numbers = pd.to_numeric(labels.str.strip(), errors="coerce")
         frame[NUMERIC_TARGET] = numbers.where(numbers.abs() != float("inf"))
-        frame[STRATUM] = target_strata(labels)
+        frame[STRATUM] = pd.to_numeric(labels, errors="coerce")  # a number: binned by quantiles over all rows
         return frame
 
     def expectations(self, frame: pd.DataFrame, cfg: FinetuneConfig) -> list:
@@ -96,16 +96,24 @@ class Regression(TextObjective):
                                                            max_value=limits.target_max))
         return found
 
-    def checks(self, frame: pd.DataFrame, cfg: FinetuneConfig) -> list[dict]:
+    def checks(self, frame: pd.DataFrame, cfg: FinetuneConfig, before: list[dict] | None = None) -> list[dict]:
         """Every non-null target parses as a finite number."""
         raw = frame[cfg.data.label_column]
         bad = raw[raw.notna() & frame[NUMERIC_TARGET].isna()]
-        return [check_entry("expect_column_values_to_be_numeric", cfg.data.label_column, bad, raw.notna().sum())]
+        return [check_entry("expect_column_values_to_be_numeric", cfg.data.label_column, bad, raw.notna().sum(),
+                            before[0] if before else None)]
 
     def fit(self, train: pd.DataFrame, frame: pd.DataFrame, cfg: FinetuneConfig) -> dict:
-        """Target scaling from the training split only, so nothing leaks from evaluation rows."""
-        return {"target_scaling": fit_scaling(parse_targets(train[cfg.data.label_column]),
-                                              cfg.data.scale_targets.value)}
+        """Target scaling from the training split only, so nothing leaks from evaluation rows (the parsed targets
+        when derived: validated data holds only finite numbers)."""
+        kind = cfg.data.scale_targets.value
+        if kind == "none":
+            return {"target_scaling": fit_scaling([], kind)}
+        targets = train[NUMERIC_TARGET] if NUMERIC_TARGET in train else parse_targets(train[cfg.data.label_column])
+        return {"target_scaling": fit_scaling(targets, kind)}
+
+    def fit_columns(self, cfg: FinetuneConfig) -> list[str]:
+        return [NUMERIC_TARGET] if cfg.data.scale_targets.value != "none" else []
 
     def targets(self, rows: pd.DataFrame, cfg: FinetuneConfig, fitted: dict) -> list:
         return scale(parse_targets(rows[cfg.data.label_column]), fitted["target_scaling"]).astype("float32").tolist()

@@ -78,30 +78,39 @@ class TokenClassification(HeadObjective):
     def report_column(self, column: str | None, cfg: FinetuneConfig) -> str | None:
         return cfg.data.text_column if column == TEXT else column
 
-    def checks(self, frame: pd.DataFrame, cfg: FinetuneConfig) -> list[dict]:
-        """Token and tag lists of equal length; strict BIO tags, each in data.labels when given."""
+    def checks(self, frame: pd.DataFrame, cfg: FinetuneConfig, before: list[dict] | None = None) -> list[dict]:
+        """Token and tag lists of equal length; strict BIO tags, each in data.labels when given. Rows are named by
+        their position (the frame's index); a BIO problem's row counts the rows with readable tags."""
+        from tuneline.data.expectations import merge_entries
+
         data = cfg.data
         present = frame[data.text_column].notna() & frame[data.label_column].notna()
-        shape_bad = [i for i, (ok, tokens, tags) in enumerate(zip(present, frame[TOKENS], frame[TAGS]))
+        shape_bad = [(row, tokens, tags) for row, ok, tokens, tags in zip(frame.index, present, frame[TOKENS],
+                                                                          frame[TAGS])
                      if ok and (tokens is None or tags is None or len(tokens) != len(tags) or not tokens)]
         rows = [tags for tags in frame[TAGS] if tags is not None]
-        problems = bio_problems(rows, set(data.labels) if data.labels else None)
-        bad_rows = {message.split(",")[0] for message in problems if message.startswith("row ")}
-        return [
+        labels = set(data.labels) if data.labels else None
+        first = before[1]["element_count"] if before else 0  # readable tag rows in the batches before
+        problems = bio_problems(rows, labels, first_row=first)
+        bad_rows = sum(1 for tags in rows if next(_row_problems(0, tags, labels), None) is not None)
+        entries = [
             {"expectation": "expect_tokens_and_tags_to_be_lists_of_equal_length", "column": data.label_column,
              "success": not shape_bad, "unexpected_count": len(shape_bad), "element_count": int(present.sum()),
-             **({"examples": [f"row {i}: {len(frame[TOKENS].iloc[i] or [])} tokens, "
-                              f"{len(frame[TAGS].iloc[i] or [])} tags" for i in shape_bad[:MAX_EXAMPLES]]}
-                if shape_bad else {})},
+             **({"examples": [f"row {row}: {len(tokens or [])} tokens, {len(tags or [])} tags"
+                              for row, tokens, tags in shape_bad[:MAX_EXAMPLES]]} if shape_bad else {})},
             {"expectation": "expect_tags_to_be_bio", "column": data.label_column, "success": not problems,
-             "unexpected_count": len(bad_rows), "element_count": len(rows),
+             "unexpected_count": bad_rows, "element_count": len(rows),
              **({"examples": problems[:MAX_EXAMPLES]} if problems else {})},
         ]
+        return entries if not before else [merge_entries(b, e) for b, e in zip(before, entries)]
 
     # -- prepare ---------------------------------------------------------------------------------
     def fit(self, train: pd.DataFrame, frame: pd.DataFrame, cfg: FinetuneConfig) -> dict:
         """Tags in id order: as configured, else every tag in the data (O first, then by type, B before I)."""
         return {"labels": list(cfg.data.labels) if cfg.data.labels else tag_set(list(frame[TAGS]))}
+
+    def fit_columns(self, cfg: FinetuneConfig) -> list[str]:
+        return [] if cfg.data.labels else [TAGS]
 
     def tokenizer(self, base):
         tokenizer = super().tokenizer(base)
@@ -234,18 +243,18 @@ _BIO_TAG = re.compile(r"^([BI])-(.+)$")
 _BAD = object()  # "previous tag was unreadable": skip the continuation check after it
 
 
-def bio_problems(tag_rows: list[list[str]], labels: set[str] | None = None) -> list[str]:
+def bio_problems(tag_rows: list[list[str]], labels: set[str] | None = None, first_row: int = 0) -> list[str]:
     """One message per problem in ``tag_rows``; empty when every row is valid BIO.
 
     A problem is a tag outside ``labels`` (when given), a tag that is neither ``O`` nor
     ``B-TYPE`` / ``I-TYPE``, or an ``I-TYPE`` that starts a sentence or follows ``O`` or a tag
-    of another type. Messages name the row (0-based index in ``tag_rows``) and the token
-    position (0-based). After ``MAX_PROBLEMS`` messages the rest are only counted, and one
+    of another type. Messages name the row (0-based index in ``tag_rows``, plus ``first_row``) and
+    the token position (0-based). After ``MAX_PROBLEMS`` messages the rest are only counted, and one
     last message says how many more there were.
     """
     messages: list[str] = []
     total = 0
-    for row, tags in enumerate(tag_rows):
+    for row, tags in enumerate(tag_rows, start=first_row):
         for message in _row_problems(row, tags, labels):
             total += 1
             if total <= MAX_PROBLEMS:

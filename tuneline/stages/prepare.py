@@ -7,27 +7,45 @@ base model's tokenizer. The key covers the dataset, the data and model settings,
 model's files, the objective, this stage's version and the library versions. ``prepare_rows``
 encodes new data for a registered version instead: every row in one split, the version's
 fitted values and tokenizer.
+
+Memory follows ``data.batch_rows``, not the dataset: a first pass over the snapshot keeps a hash and a
+stratum per row (the split, ``tuneline.data.splits.SplitTally``) and the few values ``fit`` reads (the
+objective's ``fit_columns``, shared values: a few bytes a row); a second pass encodes batch by batch into
+the split folders (``tuneline.data.encoded.SplitWriter``), in ``data.num_proc`` processes for large data.
+Neither the batch size nor the processes change what is written.
 """
 
 from __future__ import annotations
 
+import os
 import tempfile
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from tuneline import keys, objectives
 from tuneline.config import FinetuneConfig
-from tuneline.data.ingest import load_dataset_frame
-from tuneline.data.splits import SPLITS, assign_splits
+from tuneline.data.batches import parquet_batches
+from tuneline.data.encoded import SplitWriter
+from tuneline.data.ingest import snapshot_file, snapshot_rows
+from tuneline.data.splits import SPLITS, TRAIN, SplitTally, assign_splits
 from tuneline.models.base import ResolvedBase, check_max_length, resolve_base
 from tuneline.results import Dataset, Prepared
 from tuneline.storage import Storage
 
+PROCESSES_FROM_ROWS = 200_000  # data.num_proc unset: more than one encoding process from this many rows
+MAX_PROCESSES = 4  # ... and at most this many (each extra process holds about 200-300 MB)
+
+Batches = Callable[[], Iterable[pd.DataFrame]]  # a fresh pass over the rows, batch by batch, index = row position
+
 
 def prepare_key(dataset: Dataset, cfg: FinetuneConfig, base: ResolvedBase) -> str:
-    return keys.cache_key(keys.PREPARE_VERSION, cfg.task.value, dataset.fingerprint, cfg.data, cfg.model.max_length,
-                          base.identity)
+    return keys.cache_key(keys.PREPARE_VERSION, cfg.task.value, dataset.fingerprint, cfg.data.output_settings(),
+                          cfg.model.max_length, base.identity)
 
 
 def split_rows(frame, cfg: FinetuneConfig):
@@ -43,10 +61,11 @@ def prepare_splits(storage: Storage, dataset: Dataset, cfg: FinetuneConfig) -> P
     prefix = keys.prepared_prefix(prepare_key(dataset, cfg, base))
     if cfg.cache and storage.exists(keys.meta(prefix)):
         return Prepared(**storage.read_json(keys.meta(prefix)), reused=True)
-    frame = objective.derive(load_dataset_frame(storage, dataset), cfg)
-    splits = assign_splits(frame, cfg.data)
-    fitted = objective.fit(frame[splits == "train"], frame, cfg)
-    return encode_splits(storage, prefix, dataset, frame, splits, fitted, base.folder, cfg)
+    batches = snapshot_batches(storage, dataset, cfg)
+    codes, fit_rows = split_and_fit_rows(batches, cfg)
+    fitted = objective.fit(fit_rows[codes == TRAIN], fit_rows, cfg)
+    del fit_rows
+    return encode_splits(storage, prefix, dataset, batches, codes, fitted, base.folder, cfg)
 
 
 def prepare_rows(storage: Storage, dataset: Dataset, cfg: FinetuneConfig, fitted: dict, model_folder: Path,
@@ -55,30 +74,217 @@ def prepare_rows(storage: Storage, dataset: Dataset, cfg: FinetuneConfig, fitted
     target scaling) and that model's tokenizer: no split drawn, nothing refitted. Stored once per
     (dataset, settings, fitted values, model)."""
     objective = objectives.get(cfg.task.value)
-    prefix = keys.prepared_prefix(keys.cache_key(keys.PREPARE_VERSION, objective.name, dataset.fingerprint, cfg.data,
-                                                 cfg.model.max_length, model_fingerprint, fitted, split))
+    prefix = keys.prepared_prefix(keys.cache_key(keys.PREPARE_VERSION, objective.name, dataset.fingerprint,
+                                                 cfg.data.output_settings(), cfg.model.max_length, model_fingerprint,
+                                                 fitted, split))
     if cfg.cache and storage.exists(keys.meta(prefix)):
         return Prepared(**storage.read_json(keys.meta(prefix)), reused=True)
-    frame = objective.derive(load_dataset_frame(storage, dataset), cfg)
-    one_split = pd.Series(split, index=frame.index)
-    return encode_splits(storage, prefix, dataset, frame, one_split, fitted, model_folder, cfg)
+    codes = np.full(snapshot_rows(snapshot_file(storage, dataset)), SPLITS.index(split), dtype=np.int8)
+    return encode_splits(storage, prefix, dataset, snapshot_batches(storage, dataset, cfg), codes, fitted,
+                         model_folder, cfg)
 
 
-def encode_splits(storage: Storage, prefix: str, dataset: Dataset, frame, splits, fitted: dict, tokenizer_folder: Path,
-                  cfg: FinetuneConfig) -> Prepared:
-    """Encode a derived frame's rows split by split (``splits``: a split name per row) with ``fitted`` and the
-    tokenizer in ``tokenizer_folder``; store the splits and their meta under ``prefix``."""
+def snapshot_batches(storage: Storage, dataset: Dataset, cfg: FinetuneConfig) -> Batches:
+    """The snapshot's columns the objective reads, ``data.batch_rows`` rows at a time."""
+    path = snapshot_file(storage, dataset)
+    columns = objectives.get(cfg.task.value).input_columns(cfg) + ([cfg.data.split_column]
+                                                                    if cfg.data.split_column else [])
+    return lambda: parquet_batches(path, cfg.data.batch_rows, list(dict.fromkeys(columns)))
+
+
+def split_and_fit_rows(batches: Batches, cfg: FinetuneConfig) -> tuple[np.ndarray, pd.DataFrame]:
+    """First pass: the split code of every row, and the derived columns ``fit`` reads, of every row."""
     objective = objectives.get(cfg.task.value)
-    tokenizer = objective.tokenizer(tokenizer_folder)
-    encoded = {split: objective.encode(frame[splits == split], cfg, tokenizer, fitted)
-               for split in SPLITS if (splits == split).any()}
-    stats = objective.encoded_stats(encoded, cfg)
+    tally, kept = SplitTally(cfg.data), SharedValues(objective.fit_columns(cfg))
+    for batch in batches():
+        derived = objective.derive(batch, cfg)
+        tally.add(derived)
+        kept.add(derived)
+    return tally.splits(), kept.frame()
+
+
+class SharedValues:
+    """Some columns of every row, each distinct value stored once: a row costs a 4-byte code per column (numbers
+    are kept as they are). ``frame()`` gives the columns back, the cells referring to the shared values."""
+
+    def __init__(self, columns: list[str]):
+        self.columns = columns
+        self._parts: dict[str, list[np.ndarray]] = {c: [] for c in columns}  # codes, or the numbers themselves
+        self._values: dict[str, dict] = {c: {} for c in columns}  # hashable key -> (code, first value)
+        self._numeric: dict[str, bool] = {}
+        self.rows = 0
+
+    def add(self, frame: pd.DataFrame) -> None:
+        self.rows += len(frame)
+        for column in self.columns:
+            values = frame[column]
+            numeric = self._numeric.setdefault(column, pd.api.types.is_numeric_dtype(values.dtype))
+            if numeric:
+                self._parts[column].append(values.to_numpy(dtype=float))
+                continue
+            seen = self._values[column]
+            if values.dtype == object:  # lists (tags), or mixed cells: one key per cell
+                codes = np.fromiter((seen.setdefault(_hashable(v), (len(seen), v))[0] for v in values),
+                                    dtype=np.int32, count=len(values))
+            else:  # strings: factorize the batch, then code its few distinct values
+                local, uniques = pd.factorize(values, use_na_sentinel=False)
+                lookup = np.array([seen.setdefault(_hashable(v), (len(seen), v))[0] for v in uniques], np.int32)
+                codes = lookup[local] if len(local) else np.zeros(0, np.int32)
+            self._parts[column].append(codes)
+
+    def frame(self) -> pd.DataFrame:
+        columns = {}
+        for column in self.columns:
+            parts = self._parts[column]
+            if self._numeric.get(column):
+                columns[column] = np.concatenate(parts)
+                continue
+            codes = np.concatenate(parts) if parts else np.zeros(0, np.int32)
+            shared = np.empty(len(self._values[column]), dtype=object)
+            for code, value in self._values[column].values():
+                shared[code] = value
+            columns[column] = shared[codes]
+        return pd.DataFrame(columns, index=pd.RangeIndex(self.rows))
+
+
+def _hashable(value):
+    """A dict key for a cell: lists (token tags, turns) by their items, every missing value alike."""
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return ("list", tuple(_hashable(v) for v in value))
+    if isinstance(value, dict):
+        return ("dict", tuple(sorted((k, _hashable(v)) for k, v in value.items())))
+    try:
+        if pd.isna(value):
+            return None
+    except (TypeError, ValueError):
+        pass
+    return value
+
+
+def encode_splits(storage: Storage, prefix: str, dataset: Dataset, batches: Batches, codes: np.ndarray,
+                  fitted: dict, tokenizer_folder: Path, cfg: FinetuneConfig) -> Prepared:
+    """Encode the rows batch by batch (``codes``: a split code per row) with ``fitted`` and the tokenizer in
+    ``tokenizer_folder``; store the splits and their meta under ``prefix``."""
+    from datasets import load_from_disk
+
+    objective = objectives.get(cfg.task.value)
     with tempfile.TemporaryDirectory() as tmp:
-        for split, rows in encoded.items():
-            rows.save_to_disk(str(Path(tmp) / split))
+        writers = {split: SplitWriter(Path(tmp) / split) for split in SPLITS}
+        for encoded in encoded_batches(batches, codes, fitted, tokenizer_folder, cfg):
+            for split, rows in encoded.items():
+                writers[split].write(rows)
+        written = [split for split, writer in writers.items() if writer.close()]
+        stats = objective.encoded_stats({split: load_from_disk(str(Path(tmp) / split)) for split in written}, cfg)
         storage.put_dir(Path(tmp), prefix)
+    counts = {split: int(np.count_nonzero(codes == i)) for i, split in enumerate(SPLITS)}
     prepared = Prepared(key=prefix, uri=storage.uri(prefix), objective=objective.name,
-                        dataset_fingerprint=dataset.fingerprint,
-                        counts={split: int((splits == split).sum()) for split in SPLITS}, fitted=fitted, stats=stats)
+                        dataset_fingerprint=dataset.fingerprint, counts=counts, fitted=fitted, stats=stats)
     storage.write_json(keys.meta(prefix), prepared.stored())
     return prepared
+
+
+class BatchEncoder:
+    """Derives and encodes one batch of rows, split by split (in this process or an encoding process)."""
+
+    def __init__(self, cfg: FinetuneConfig, tokenizer_folder: Path, fitted: dict):
+        self.cfg, self.fitted = cfg, fitted
+        self.objective = objectives.get(cfg.task.value)
+        self.tokenizer = self.objective.tokenizer(tokenizer_folder)
+
+    def __call__(self, batch: pd.DataFrame, codes: np.ndarray) -> dict:
+        """{split: ``datasets.Dataset``} of the batch's rows in each split that has any."""
+        derived = self.objective.derive(batch, self.cfg)
+        return {split: self.objective.encode(derived[codes == i], self.cfg, self.tokenizer, self.fitted)
+                for i, split in enumerate(SPLITS) if np.any(codes == i)}
+
+
+def encoding_processes(cfg: FinetuneConfig, rows: int) -> int:
+    """``data.num_proc``, or unset: one per CPU core for PROCESSES_FROM_ROWS rows or more (at most MAX_PROCESSES),
+    never more than there are batches."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    wanted = cfg.data.num_proc or (min(cores, MAX_PROCESSES) if rows >= PROCESSES_FROM_ROWS else 1)
+    return max(1, min(wanted, -(-rows // cfg.data.batch_rows)))
+
+
+def encoded_batches(batches: Batches, codes: np.ndarray, fitted: dict, tokenizer_folder: Path,
+                    cfg: FinetuneConfig) -> Iterator[dict]:
+    """Each batch's encoded splits, in row order: in this process, or shared with encoding processes (a few
+    batches in flight per process, so memory still follows the batch size)."""
+    processes = encoding_processes(cfg, len(codes))
+    with quiet_datasets():
+        encode = BatchEncoder(cfg, tokenizer_folder, fitted)
+        if processes == 1:
+            for batch in batches():
+                yield encode(batch, batch_codes(codes, batch))
+            return
+        yield from _with_workers(batches, codes, encode, processes)
+
+
+class _Done:
+    """A batch this process encoded itself, waiting for its turn (quacks like a finished Future)."""
+
+    def __init__(self, value):
+        self.value = value
+
+    def result(self):
+        return self.value
+
+
+def _with_workers(batches: Batches, codes: np.ndarray, encode: BatchEncoder, processes: int) -> Iterator[dict]:
+    """This process and ``processes - 1`` forked workers encode every ``processes``-th batch each."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    # fork: workers start in milliseconds, share the loaded libraries and tokenizer with this process and need
+    # no importable __main__; they fork at the first submit, before this process has used the tokenizer (whose
+    # thread pool must not be forked). spawn where fork is missing.
+    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    pending: deque = deque()
+    with ProcessPoolExecutor(processes - 1, mp_context=multiprocessing.get_context(method),
+                             initializer=_start_worker, initargs=(encode,)) as pool:
+        for i, batch in enumerate(batches()):
+            batch_split = batch_codes(codes, batch)
+            if i % processes == processes - 1:  # this process's turn: the workers go on meanwhile
+                pending.append(_Done(encode(batch, batch_split)))
+            else:
+                pending.append(pool.submit(_encode_in_worker, batch, batch_split))
+            while len(pending) >= 2 * processes:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+
+_WORKER_ENCODER: BatchEncoder | None = None
+
+
+def _start_worker(encode: BatchEncoder) -> None:
+    global _WORKER_ENCODER
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"  # one thread per process: the processes are the parallelism
+    _WORKER_ENCODER = encode
+    import datasets
+
+    datasets.disable_progress_bars()
+
+
+def _encode_in_worker(batch: pd.DataFrame, codes: np.ndarray) -> dict:
+    return _WORKER_ENCODER(batch, codes)
+
+
+def batch_codes(codes: np.ndarray, batch: pd.DataFrame) -> np.ndarray:
+    """The split codes of a batch's rows (its index: their positions)."""
+    start = int(batch.index[0]) if len(batch) else 0
+    return codes[start:start + len(batch)]
+
+
+@contextmanager
+def quiet_datasets():
+    """No progress bar per encoded batch (``datasets.map`` draws one per call)."""
+    import datasets
+
+    enabled = datasets.is_progress_bar_enabled()
+    datasets.disable_progress_bars()
+    try:
+        yield
+    finally:
+        if enabled:
+            datasets.enable_progress_bars()
