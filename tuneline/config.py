@@ -124,8 +124,8 @@ class DataConfig(_Section):
         "model's config as tuneline_target_scaling; predictions are un-scaled)."
     )
     batch_rows: int = Field(
-        50_000, ge=1, description="Rows that ingest, validate and prepare hold in memory at a time (fewer when rows are "
-        "wide: about 32 MB of data a batch); memory follows this, not the dataset's size. Never changes a result."
+        50_000, ge=1, description="Rows that ingest, validate and prepare hold in memory at a time (fewer when rows "
+        "are wide: about 32 MB of data a batch); memory follows this, not the dataset's size. Never changes a result."
     )
     num_proc: int | None = Field(
         None, ge=1, le=64, description="Processes that encode (tokenize) the rows in prepare (each extra one holds "
