@@ -99,10 +99,10 @@ def speed_settings(training, batch_size: int) -> dict:
         "dataloader_persistent_workers": workers > 0,
         "per_device_eval_batch_size": batch_size * 4 if on_cuda else max(batch_size, 32),
         "torch_compile": training.compile,
-        "gradient_checkpointing": training.gradient_checkpointing,
+        "activation_checkpointing": training.gradient_checkpointing,  # transformers 5's name for it
     }
     if training.gradient_checkpointing:  # non-reentrant: works with frozen embeddings (LoRA, freeze)
-        settings["gradient_checkpointing_kwargs"] = {"use_reentrant": False}
+        settings["activation_checkpointing_kwargs"] = {"use_reentrant": False}
     return settings
 
 
@@ -112,7 +112,7 @@ def recorded_settings(arguments, batching: str, attention: str) -> dict:
             "optimizer": str(getattr(arguments.optim, "value", arguments.optim)),
             "dataloader_workers": arguments.dataloader_num_workers, "pin_memory": arguments.dataloader_pin_memory,
             "eval_batch_size": arguments.per_device_eval_batch_size, "compile": arguments.torch_compile,
-            "gradient_checkpointing": arguments.gradient_checkpointing}
+            "gradient_checkpointing": arguments.activation_checkpointing}
 
 
 class Throughput:
