@@ -6,11 +6,8 @@ seed and everything else equal (``register.merge`` off and no greedy generations
 touches training or the test loss). Prints one table, each measure side by side with packed ÷ padded:
 
 - train samples/s: rows trained per second of the Trainer loop (training.json ``samples_per_second``);
-- train tokens/s: real (unpadded) tokens trained per second (training.json ``tokens_per_second``, else the
-  encoded training split's tokens x epochs ÷ ``train_seconds``);
-- padding efficiency: real tokens ÷ tokens computed (training.json ``padding_efficiency``, else computed here
-  from the encoded training split: packed batches hold no padding, so 1; padded batches pad each batch to its
-  longest row, averaged over random batch compositions of the run's batch size);
+- train tokens/s: real (unpadded) tokens trained per second (training.json ``tokens_per_second``);
+- padding efficiency: real tokens ÷ tokens computed (training.json ``padding_efficiency``);
 - train loop seconds (training.json ``train_seconds``) and train stage seconds (with the process start and
   model load);
 - test perplexity (response tokens, scored padded for both) and the base model's, for quality;
@@ -43,13 +40,10 @@ from tuneline.config import load_config  # noqa: E402
 
 EXAMPLE = REPO / "examples" / "causal_lm.yaml"
 SHORTER = ["register.merge=false", "evaluation.generations=0", "evaluation.minimum=-1"]  # the gate never stops it
-RANDOM_ORDERS = 200  # random batch compositions the padded efficiency is averaged over
 
 
 def run(batching: str, root: Path, overrides: list[str]) -> dict:
-    """One finetune run in its own storage root: (the run summary, its training.json, the encoded train split)."""
-    from datasets import load_from_disk
-
+    """One finetune run in its own storage root: the run summary and its training.json."""
     from flows.finetune import finetune
     from tuneline.errors import GateFailed
 
@@ -59,24 +53,7 @@ def run(batching: str, root: Path, overrides: list[str]) -> dict:
     except GateFailed as failed:  # a run that trained and scored: its numbers still count
         summary = failed.summary
     (record,) = root.glob("candidates/*/training.json")
-    (train_split,) = root.glob("prepared/*/train")
-    return {"summary": summary, "training": json.loads(record.read_text()),
-            "lengths": [len(ids) for ids in load_from_disk(str(train_split))["input_ids"]],
-            "epochs": config.training.epochs}
-
-
-def padded_efficiency(lengths: list[int], batch_size: int, seed: int) -> float:
-    """Real tokens ÷ tokens computed when random batches of ``batch_size`` rows are padded to their longest row."""
-    import numpy as np
-
-    rng, lengths = np.random.default_rng(seed), np.asarray(lengths)
-    real = computed = 0
-    for _ in range(RANDOM_ORDERS):
-        order = rng.permutation(len(lengths))
-        for start in range(0, len(order), batch_size):
-            batch = lengths[order[start:start + batch_size]]
-            real, computed = real + int(batch.sum()), computed + int(batch.max()) * len(batch)
-    return real / computed
+    return {"summary": summary, "training": json.loads(record.read_text())}
 
 
 def interleaved_seconds(root: Path, overrides: list[str], batches: int) -> dict:
@@ -113,17 +90,13 @@ def interleaved_seconds(root: Path, overrides: list[str], batches: int) -> dict:
     return {name: total / max(timed, 1) for name, total in seconds.items()}
 
 
-def measures(batching: str, result: dict) -> dict:
+def measures(result: dict) -> dict:
     record, summary = result["training"], result["summary"]
-    real_tokens = sum(result["lengths"]) * result["epochs"]
-    efficiency = record.get("padding_efficiency")
-    if efficiency is None:
-        efficiency = 1.0 if batching == "packed" else padded_efficiency(result["lengths"], record["batch_size"], 0)
     metrics = summary["metrics"]
     return {
-        "train samples/s": record.get("samples_per_second"),
-        "train tokens/s": record.get("tokens_per_second") or real_tokens / record["train_seconds"],
-        "padding efficiency": efficiency,
+        "train samples/s": record["samples_per_second"],
+        "train tokens/s": record["tokens_per_second"],
+        "padding efficiency": record["padding_efficiency"],
         "train loop seconds": record["train_seconds"],
         "train stage seconds": summary["stages"]["train"]["seconds"],
         "train loss": record.get("train_loss"),
@@ -153,7 +126,7 @@ def main() -> None:
     results = {}
     with prefect_test_harness(server_startup_timeout=120), tempfile.TemporaryDirectory() as tmp:
         for batching in ("padded", "packed"):
-            results[batching] = measures(batching, run(batching, Path(tmp) / batching, args.overrides))
+            results[batching] = measures(run(batching, Path(tmp) / batching, args.overrides))
             print(f"{batching}: {json.dumps(results[batching])}", flush=True)
         if args.interleaved_batches:
             seconds = interleaved_seconds(Path(tmp) / "padded", args.overrides, args.interleaved_batches)
