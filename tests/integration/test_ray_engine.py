@@ -139,7 +139,7 @@ def ray_config(csv: Path, root: Path, tiny_bert: Path, address: str, **training)
         csv, root, model={"base": str(tiny_bert), "max_length": 32},
         training={"epochs": 2, "batch_size": 8, "checkpoint_every_steps": 4, "checkpoint_every_minutes": None,
                   "engine": "ray", "ray": {"address": address, "workers": 2}, **training},
-        retries={"attempts": 2, "backoff_seconds": 0}, evaluation={"metric": "f1_macro", "minimum": 0.0}))
+        retries={"attempts": 3, "backoff_seconds": 0}, evaluation={"metric": "f1_macro", "minimum": 0.0}))
 
 
 def test_two_ray_workers_survive_a_killed_worker_and_register_a_model_that_predicts(
@@ -188,13 +188,19 @@ def test_an_input_error_in_one_ray_worker_fails_the_attempt_once(
     _, client_address, session = ray_cluster
     monkeypatch.setenv(FAULT_INPUT_ERROR_RANK, "1")  # sent to the workers with tuneline's other settings
     # through Ray Client this time: the ray://HEAD:10001 address of a KubeRay cluster
-    state = finetune(config=ray_config(demo_csv, tmp_path / "store", tiny_bert, client_address), return_state=True)
+    root = tmp_path / "store"
+    state = finetune(config=ray_config(demo_csv, root, tiny_bert, client_address), return_state=True)
 
     assert state.is_failed()
     with pytest.raises(Exception, match="a bad batch in rank 1"):
         state.result()
     [train] = [r for r in task_runs_of(state.state_details.flow_run_id, "train") if r.task_key.startswith("train")]
-    assert train.run_count == 1, "an input error is never retried"
+    # On a loaded machine the head's Ray Client server may fail to start for an attempt: an outage, retried. The
+    # input error itself must end the task: it is the last attempt, and no attempt follows it.
+    logs = sorted(root.glob("candidates/*/train-failed-*.log"))
+    assert train.run_count == len(logs), [p.name for p in logs]
+    assert "a bad batch in rank 1" in logs[-1].read_text(errors="replace"), "the input error ended the task"
+    assert not any("a bad batch" in p.read_text(errors="replace") for p in logs[:-1]), "never retried after it"
     deadline = time.monotonic() + 30
     while ray_workers(session) and time.monotonic() < deadline:
         time.sleep(0.5)
