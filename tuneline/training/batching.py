@@ -11,7 +11,8 @@ batches of a mega-batch are formed from length-sorted rows and then served in ra
 matched padded batches' macro-F1 on SMS spam (0.95 / 0.97 vs 0.97 / 0.97 over two seeds) at 2x the
 samples/s. Forcing each class into every batch instead (each class sorted on its own, batches
 taking the same length quantile of each) kept only 0.53 padding efficiency there, against 0.93 for
-plain length sorting and 0.44 for random batches. benchmarks/batching.py measures all three.
+plain length sorting and 0.44 for random batches (tests/unit/test_batching.py keeps that comparison;
+benchmarks/batching.py measures padded against length-grouped batches, speed and quality).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ def grouped_order(lengths: np.ndarray, strata: np.ndarray | None, batch_size: in
     Rows are drawn in random mega-batches of ``MEGA_BATCHES`` batches and sorted by length inside
     each (ties broken at random); the batches cut from them are then shuffled. With ``strata`` (a
     class per row) each class is ranked on its own and placed by its length quantile, so every batch
-    holds the class mix (kept for the benchmark's comparison: it pads far more).
+    holds the class mix (not used in training: it pads far more; tests/unit/test_batching.py compares them).
     """
     rng = np.random.default_rng(seed)
     count = len(lengths)

@@ -13,7 +13,7 @@ attempt has hit out-of-memory (``oom_retries`` is 0), so the OOM retry path can 
 (tests/faults/test_oom_retry.py); the retry, with the halved batch, trains on.
 ``TUNELINE_FAULT_INPUT_ERROR_RANK=R`` makes rank R alone fail at its first step with the input error a bad
 batch raises, so a data error in one of several data-parallel processes can be caused
-(tests/faults/test_ddp_faults.py): the attempt must fail as an input error, not be retried.
+(tests/faults/test_ddp.py): the attempt must fail as an input error, not be retried.
 """
 
 from __future__ import annotations
