@@ -79,14 +79,16 @@ def prepare_rows(storage: Storage, dataset: Dataset, cfg: FinetuneConfig, fitted
                                                  fitted, split))
     if cfg.cache and storage.exists(keys.meta(prefix)):
         return Prepared(**storage.read_json(keys.meta(prefix)), reused=True)
-    codes = np.full(snapshot_rows(snapshot_file(storage, dataset)), SPLITS.index(split), dtype=np.int8)
-    return encode_splits(storage, prefix, dataset, snapshot_batches(storage, dataset, cfg), codes, fitted,
+    path = snapshot_file(storage, dataset)  # one listing of the snapshot's prefix (S3), not one per use
+    codes = np.full(snapshot_rows(path), SPLITS.index(split), dtype=np.int8)
+    return encode_splits(storage, prefix, dataset, snapshot_batches(storage, dataset, cfg, path), codes, fitted,
                          model_folder, cfg)
 
 
-def snapshot_batches(storage: Storage, dataset: Dataset, cfg: FinetuneConfig) -> Batches:
-    """The snapshot's columns the objective reads, ``data.batch_rows`` rows at a time."""
-    path = snapshot_file(storage, dataset)
+def snapshot_batches(storage: Storage, dataset: Dataset, cfg: FinetuneConfig, path: Path | None = None) -> Batches:
+    """The snapshot's columns the objective reads, ``data.batch_rows`` rows at a time (``path``: the snapshot's
+    local file when the caller has it already)."""
+    path = path or snapshot_file(storage, dataset)
     columns = objectives.get(cfg.task.value).input_columns(cfg) + ([cfg.data.split_column]
                                                                     if cfg.data.split_column else [])
     return lambda: parquet_batches(path, cfg.data.batch_rows, list(dict.fromkeys(columns)))
