@@ -84,6 +84,11 @@ class Engine(str, enum.Enum):
     ray = "ray"  # Ray Train workers on a Ray cluster (training.ray); pip install 'tuneline[ray]'
 
 
+class DataEngine(str, enum.Enum):
+    local = "local"  # the flow's machine: this process, and data.num_proc encoding processes
+    ray = "ray"  # Ray Data on a Ray cluster (training.ray.address or $RAY_ADDRESS); pip install 'tuneline[ray]'
+
+
 class ClassWeights(str, enum.Enum):
     none = "none"
     balanced = "balanced"  # n / (k * count_c) from the training split: rare classes weigh more
@@ -129,11 +134,17 @@ class DataConfig(_Section):
     )
     num_proc: int | None = Field(
         None, ge=1, le=64, description="Processes that encode (tokenize) the rows in prepare (each extra one holds "
-        "200-300 MB); none: one per CPU core, at most 4, for 200,000 rows or more, else 1. Never changes a result."
+        "200-300 MB); none: one per CPU core, at most 4, for 200,000 rows or more, else 1. With engine ray: at most "
+        "this many Ray workers encode (none: one per CPU of the cluster). Never changes a result."
+    )
+    engine: DataEngine = Field(
+        DataEngine.local, description="Where prepare splits and tokenizes: local (this machine), or ray (Ray Data on "
+        "the cluster of training.ray.address / $RAY_ADDRESS, for data too large for one machine; the workers read the "
+        "snapshot from the storage root). Never changes a result: both write the same files."
     )
 
     # Settings that change how the data stages run, never what they write: left out of their cache keys.
-    RUN_SETTINGS: ClassVar[frozenset[str]] = frozenset({"batch_rows", "num_proc"})
+    RUN_SETTINGS: ClassVar[frozenset[str]] = frozenset({"batch_rows", "num_proc", "engine"})
 
     def output_settings(self) -> dict:
         """The settings that decide what validate and prepare write (their cache keys): all but RUN_SETTINGS."""

@@ -5,6 +5,9 @@ finetune flow on it with two CPU Ray Train workers (gloo), the multi-node code p
   retry resumes from that checkpoint in the storage root on two new workers, and the model it registers loads
   and predicts; ``training.json`` says 2 processes; the run's ``train.log`` has the workers' lines and the
   progress lines the launcher reads.
+- Prepare on Ray Data (``data.engine: ray``), classification, regression and token classification: the prepared
+  folders are byte for byte those the local engine writes for the same snapshot and seed, in batches of another
+  size; an input error raised in a Ray worker reaches the stage as itself.
 - An input error in one worker only (the training loop's test hook, sent to the workers with tuneline's other
   settings), through Ray Client (``ray://``, as a KubeRay head service is reached): the attempt fails as an input
   error and is not retried.
@@ -205,3 +208,120 @@ def test_an_input_error_in_one_ray_worker_fails_the_attempt_once(
     while ray_workers(session) and time.monotonic() < deadline:
         time.sleep(0.5)
     assert not ray_workers(session), "the failed attempt's workers are gone"
+
+
+# -- prepare on Ray Data ----------------------------------------------------------------------------------------------
+
+def prepared_files(root: Path, source: Path, raw: dict) -> tuple[dict, dict[str, bytes]]:
+    """Prepare ``source`` under ``root`` with ``raw``'s settings: the stage's meta and every split file it wrote."""
+    from tuneline.data.ingest import ingest_dataset
+    from tuneline.stages.prepare import prepare_splits
+    from tuneline.storage import LocalStorage
+
+    cfg = parse_config({**raw, "storage": str(root)})
+    storage = LocalStorage(root)
+    prepared = prepare_splits(storage, ingest_dataset(str(source), storage, cfg.data.format.value), cfg)
+    folder = root / prepared.key
+    meta = {k: v for k, v in prepared.stored().items() if k != "uri"}  # the uri names the root
+    return meta, {p.relative_to(folder).as_posix(): p.read_bytes()
+                               for p in sorted(folder.rglob("*")) if p.is_file() and p.name != "meta.json"}
+
+
+def prepare_source(tmp_path: Path, task: str) -> tuple[Path, dict]:
+    import json
+
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(1)
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    if task == "token_classification":
+        source = tmp_path / "ner.jsonl"
+        source.write_text("".join(json.dumps({"tokens": [f"w{i % 150}", "met", "Ada", "in", "Oslo"],
+                                              "tags": ["O", "O", "B-PER", "O", "B-LOC" if i % 4 else "O"]}) + "\n"
+                                  for i in range(260)), encoding="utf-8")
+        return source, {}
+    texts = [f"{rng.choice(['great', 'poor', 'fine'])} item {i % 230} " + "word " * int(rng.integers(0, 12))
+             for i in range(260)]
+    if task == "classification":
+        source = tmp_path / "reviews.csv"
+        pd.DataFrame({"text": texts, "label": rng.choice(["negative", "positive", "mixed"], 260)}).to_csv(
+            source, index=False)
+        return source, {"labels": None}
+    source = tmp_path / "scores.csv"
+    pd.DataFrame({"text": texts, "label": rng.uniform(0, 5, 260).round(2)}).to_csv(source, index=False)
+    return source, {"scale_targets": "standard"}
+
+
+PREPARE_TASKS = ("classification", "regression", "token_classification")
+
+
+def prepare_raw(tmp_path: Path, task: str, tiny_bert: Path, address: str, **data) -> tuple[Path, dict]:
+    source, extra = prepare_source(tmp_path, task)
+    return source, {"name": "p", "task": task, "model": {"base": str(tiny_bert), "max_length": 16},
+                    "data": {"source": str(source), **extra, **data}, "training": {"ray": {"address": address}}}
+
+
+def prepare_on_ray_in_a_fresh_process(tmp_path: Path, tiny_bert: Path, address: str) -> dict:
+    """Run the Ray side in a new process, as a flow worker started with the cluster's environment does (Ray reads
+    its auth token and loopback switch when it is imported, which this test process did long before)."""
+    import pickle
+    import textwrap
+
+    out = tmp_path / "ray-side.pickle"
+    code = textwrap.dedent(f"""
+        import pickle, sys
+        from pathlib import Path
+        from tests.integration.test_ray_engine import PREPARE_TASKS, prepare_raw, prepared_files, input_error_case
+        tmp, bert, address = Path({str(tmp_path)!r}), Path({str(tiny_bert)!r}), {address!r}
+        found = {{}}
+        for task in PREPARE_TASKS:
+            source, raw = prepare_raw(tmp / task, task, bert, address, engine="ray", batch_rows=23, num_proc=2)
+            found[task] = prepared_files(tmp / task / "ray", source, raw)
+        found["input error"] = input_error_case(address)
+        Path({str(out)!r}).write_bytes(pickle.dumps(found))
+    """)
+    done = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).parents[2], capture_output=True,
+                          text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-4000:]
+    return pickle.loads(out.read_bytes())
+
+
+def input_error_case(address: str) -> str:
+    """The error a stage sees when a Ray Data worker raises an input error on one row."""
+    from tuneline.errors import DataError
+    from tuneline.stages import prepare_on_ray
+
+    cfg = parse_config({"name": "p", "data": {"source": "unused.csv", "engine": "ray"},
+                        "training": {"ray": {"address": address}}})
+    with prepare_on_ray.ray_data(cfg) as ray:
+        rows = ray.data.range(40).map_batches(lambda batch: prepare_on_ray.payload(lambda: fail_on_row_30(batch)),
+                                              batch_format="pandas", batch_size=10)
+        try:
+            list(prepare_on_ray.payloads(rows))
+        except DataError as err:
+            return f"DataError: {err}"
+    return "no error"
+
+
+def fail_on_row_30(batch):
+    from tuneline.errors import DataError
+
+    if (batch["id"] == 30).any():
+        raise DataError("row 30 is bad")
+    return len(batch)
+
+
+def test_prepare_on_ray_data_writes_the_local_engines_bytes(ray_cluster, tmp_path, tiny_bert):
+    address = ray_cluster[0]
+    on_ray = prepare_on_ray_in_a_fresh_process(tmp_path, tiny_bert, address)
+    for task in PREPARE_TASKS:
+        source, raw = prepare_raw(tmp_path / task, task, tiny_bert, address)
+        local_meta, local_files = prepared_files(tmp_path / task / "local", source, raw)
+        ray_meta, ray_files = on_ray[task]
+        assert ray_meta == local_meta, task  # key, counts, fitted labels or scaling, stats
+        assert sorted(ray_files) == sorted(local_files) and len(local_files) == 9, (task, sorted(local_files))
+        for name, content in local_files.items():
+            assert ray_files[name] == content, f"{task}: {name} differs"
+        assert sum(local_meta["counts"].values()) == 260 and all(local_meta["counts"].values()), task
+    assert on_ray["input error"] == "DataError: row 30 is bad"

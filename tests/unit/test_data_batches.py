@@ -230,8 +230,10 @@ def prepared_rows(storage_root: Path, dataset_source: Path, cfg_raw: dict) -> di
     prepared = prepare_splits(storage, dataset, cfg)
     splits = {split: load_from_disk(str(storage_root / prepared.key / split)).to_dict()
               for split, count in prepared.counts.items() if count}
+    folder = storage_root / prepared.key
+    files = {p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.glob("*/*")}  # the split folders
     return {"key": prepared.key, "counts": prepared.counts, "fitted": prepared.fitted, "stats": prepared.stats,
-            "splits": splits}
+            "splits": splits, "files": files}
 
 
 PREPARE_CASES = {
@@ -260,5 +262,5 @@ def test_prepared_splits_are_identical_whatever_the_batch_size_and_processes(tmp
     for settings in ({"batch_rows": 7}, {"batch_rows": 11, "num_proc": 2}):
         again = prepared_rows(tmp_path / f"store-{len(settings)}", source,
                               {**raw, "data": {**raw["data"], **settings}})
-        assert again == once, settings  # the key too: batch_rows and num_proc change how, never what
+        assert again == once, settings  # the key and the files' bytes: batch_rows and num_proc change how, not what
     assert sum(once["counts"].values()) == 120 and all(once["counts"].values())

@@ -1,4 +1,4 @@
-"""``training.engine: ray`` without a cluster: the config problems, the checks that fail a run before training
+"""``training.engine: ray`` and ``data.engine: ray`` without a cluster: the config problems, the checks that fail a run before training
 (no ray package, no address), the candidate's key, what the workers are sent, how the driver sorts a failure and
 reads the workers' lines. The real cluster runs in tests/integration/test_ray_engine.py.
 """
@@ -127,3 +127,24 @@ def test_progress_lines_from_workers_reach_the_launcher_bare():
     lines.write('(RayTrainWorker pid=7, ip=10.0.0.2) PROGRESS {"step": 1}\n\x1b[36m(RayTrainWorker pid=7)\x1b[0m sa')
     lines.write("ved\n")
     assert out.getvalue() == 'PROGRESS {"step": 1}\n(RayTrainWorker pid=7) saved\n'
+
+
+def test_prepare_on_ray_without_ray_or_a_cluster_fails_before_any_work(monkeypatch, tmp_path, demo_csv):
+    from tuneline.data.ingest import ingest_dataset
+    from tuneline.stages.prepare import prepare_splits
+    from tuneline.storage import LocalStorage
+
+    storage = LocalStorage(tmp_path / "store")
+    dataset = ingest_dataset(str(demo_csv), storage)
+    raw = {"name": "m", "data": {"source": str(demo_csv), "engine": "ray"}, "storage": str(tmp_path / "store")}
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    with pytest.raises(ConfigError, match=r"^data.engine: ray needs a cluster: set training.ray.address"):
+        prepare_splits(storage, dataset, parse_config(raw))
+    with pytest.raises(ConnectionError, match=r"cannot reach the Ray cluster at 127.0.0.1:1\b"):  # transient
+        prepare_splits(storage, dataset, parse_config({**raw, "training": {"ray": {"address": "127.0.0.1:1"}}}))
+    monkeypatch.setitem(sys.modules, "ray", None)
+    with pytest.raises(ConfigError, match=r"data.engine: ray needs the ray package.*or set data.engine: local"):
+        prepare_splits(storage, dataset, parse_config(raw))
+    assert not (tmp_path / "store" / "prepared").exists(), "nothing written"
+    assert parse_config(raw).data.output_settings() == parse_config(
+        {**raw, "data": {**raw["data"], "engine": "local"}}).data.output_settings(), "the engine is not in the key"

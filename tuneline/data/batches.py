@@ -35,20 +35,38 @@ def parquet_batches(path: Path, batch_rows: int | None, columns: list[str] | Non
         yield pd.read_parquet(path, columns=columns)
         return
     file = pq.ParquetFile(path, pre_buffer=False)  # pre-buffering keeps every row group read so far: memory grows
-    schema = file.schema_arrow
-    floats = _ints_with_nulls(file)  # whole-file reads turn these into float64 columns: so does every batch
+    as_read = FrameReading.of(file)
     start = 0
     for batch in file.iter_batches(batch_size=rows_per_batch(_bytes_per_row(file, columns), batch_rows),
                                    columns=columns, use_pandas_metadata=True):
-        table = pa.Table.from_batches([batch])
-        for name in floats & set(table.column_names):
-            table = table.set_column(table.column_names.index(name), name, table[name].cast(pa.float64()))
-        frame = table.replace_schema_metadata(schema.metadata).to_pandas()
+        frame = as_read.frame(pa.Table.from_batches([batch]))
         frame.index = pd.RangeIndex(start, start + len(frame))
         start += len(frame)
         yield frame
     if start == 0:
         yield pd.read_parquet(path, columns=columns)
+
+
+class FrameReading:
+    """How a Parquet file's rows become DataFrames, batch by batch, as ``pandas.read_parquet`` reads the whole file:
+    integer columns with a null anywhere in the file as float64 (whole-file reads turn them into floats, so every
+    batch does), the file's pandas metadata. Picklable: Ray workers convert the batches they read the same way."""
+
+    def __init__(self, floats: frozenset[str], metadata: dict | None):
+        self.floats, self.metadata = floats, metadata
+
+    @classmethod
+    def of(cls, file) -> FrameReading:
+        """The reading of an open ``pyarrow.parquet.ParquetFile`` (its footer: no rows are read)."""
+        return cls(frozenset(_ints_with_nulls(file)), file.schema_arrow.metadata)
+
+    def frame(self, table) -> pd.DataFrame:
+        """An arrow table of the file's rows (some of its columns) as a DataFrame (index: 0, 1, ...)."""
+        import pyarrow as pa
+
+        for name in self.floats & set(table.column_names):
+            table = table.set_column(table.column_names.index(name), name, table[name].cast(pa.float64()))
+        return table.replace_schema_metadata(self.metadata).to_pandas()
 
 
 def _bytes_per_row(file, columns: list[str] | None) -> float:

@@ -82,14 +82,18 @@ class SplitTally:
 
     def add(self, frame: pd.DataFrame) -> None:
         """One derived batch (INPUT and STRATUM columns; the split column when configured)."""
+        self.add_share(tally_share(frame, self.data))
+
+    def add_share(self, share: dict) -> None:
+        """What ``tally_share`` kept of the next derived batch (computed here, or where the batch was read)."""
         if self._groups is not None:
             raise RuntimeError("rows added after they were grouped")
-        self._hashes.append(input_hashes(frame[INPUT]))
-        self._nulls.append(frame[INPUT].isna().to_numpy())
+        self._hashes.append(share["hashes"])
+        self._nulls.append(share["nulls"])
         if self.data.split_column:
-            self._given.append(given_split_codes(frame[self.data.split_column]))
+            self._given.append(share["given"])
             return
-        strata = frame[STRATUM]
+        strata = share["strata"]
         if self._numeric is None:
             self._numeric = pd.api.types.is_numeric_dtype(strata.dtype)
         if self._numeric:
@@ -130,6 +134,17 @@ class SplitTally:
             codes, names = _joined(self._strata, np.int32), sorted(self._names, key=self._names.get)
         group, first = self.groups()
         return draw_splits(group, first, codes, names, self.data)
+
+
+def tally_share(frame: pd.DataFrame, data) -> dict:
+    """What ``SplitTally`` keeps of one derived batch: each row's input hash and null flag, and its given split
+    code (with ``data.split_column``) or its stratum (a Series: numbers or names)."""
+    share = {"hashes": input_hashes(frame[INPUT]), "nulls": frame[INPUT].isna().to_numpy()}
+    if data.split_column:
+        share["given"] = given_split_codes(frame[data.split_column])
+    else:
+        share["strata"] = frame[STRATUM].reset_index(drop=True)
+    return share
 
 
 def _joined(parts: list[np.ndarray], dtype) -> np.ndarray:

@@ -12,7 +12,9 @@ Memory follows ``data.batch_rows``, not the dataset: a first pass over the snaps
 stratum per row (the split, ``tuneline.data.splits.SplitTally``) and the few values ``fit`` reads (the
 objective's ``fit_columns``, shared values: a few bytes a row); a second pass encodes batch by batch into
 the split folders (``tuneline.data.encoded.SplitWriter``), in ``data.num_proc`` processes for large data.
-Neither the batch size nor the processes change what is written.
+With ``data.engine: ray`` both passes run on a Ray cluster's workers instead (``tuneline.stages.prepare_on_ray``)
+and this process writes what they send back. Neither the engine, the batch size nor the processes change what is
+written, byte for byte.
 """
 
 from __future__ import annotations
@@ -21,20 +23,21 @@ import os
 import tempfile
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from tuneline import keys, objectives
-from tuneline.config import FinetuneConfig
+from tuneline.config import DataEngine, FinetuneConfig
 from tuneline.data.batches import parquet_batches
 from tuneline.data.encoded import SplitWriter
 from tuneline.data.ingest import snapshot_file, snapshot_rows
 from tuneline.data.splits import SPLITS, TRAIN, SplitTally, assign_splits
 from tuneline.models.base import ResolvedBase, check_max_length, resolve_base
 from tuneline.results import Dataset, Prepared
+from tuneline.stages import prepare_on_ray as on_ray
+from tuneline.stages.encoding import BatchEncoder, SharedValues, quiet_datasets
 from tuneline.storage import Storage
 
 PROCESSES_FROM_ROWS = 200_000  # data.num_proc unset: more than one encoding process from this many rows
@@ -61,11 +64,20 @@ def prepare_splits(storage: Storage, dataset: Dataset, cfg: FinetuneConfig) -> P
     prefix = keys.prepared_prefix(prepare_key(dataset, cfg, base))
     if cfg.cache and storage.exists(keys.meta(prefix)):
         return Prepared(**storage.read_json(keys.meta(prefix)), reused=True)
+    if cfg.data.engine == DataEngine.ray:
+        with on_ray.ray_data(cfg):
+            rows, reading = on_ray.snapshot_rows_on_ray(storage, dataset, read_columns(cfg))
+            codes, fit_rows = on_ray.split_and_fit_rows(rows, reading, cfg)
+            fitted = objective.fit(fit_rows[codes == TRAIN], fit_rows, cfg)
+            del fit_rows
+            encoded = on_ray.encoded_batches(rows, reading, codes, fitted, base.folder, cfg)
+            return encode_splits(storage, prefix, dataset, encoded, codes, fitted, cfg)
     batches = snapshot_batches(storage, dataset, cfg)
     codes, fit_rows = split_and_fit_rows(batches, cfg)
     fitted = objective.fit(fit_rows[codes == TRAIN], fit_rows, cfg)
     del fit_rows
-    return encode_splits(storage, prefix, dataset, batches, codes, fitted, base.folder, cfg)
+    encoded = encoded_batches(batches, codes, fitted, base.folder, cfg)
+    return encode_splits(storage, prefix, dataset, encoded, codes, fitted, cfg)
 
 
 def prepare_rows(storage: Storage, dataset: Dataset, cfg: FinetuneConfig, fitted: dict, model_folder: Path,
@@ -81,17 +93,27 @@ def prepare_rows(storage: Storage, dataset: Dataset, cfg: FinetuneConfig, fitted
         return Prepared(**storage.read_json(keys.meta(prefix)), reused=True)
     path = snapshot_file(storage, dataset)  # one listing of the snapshot's prefix (S3), not one per use
     codes = np.full(snapshot_rows(path), SPLITS.index(split), dtype=np.int8)
-    return encode_splits(storage, prefix, dataset, snapshot_batches(storage, dataset, cfg, path), codes, fitted,
-                         model_folder, cfg)
+    if cfg.data.engine == DataEngine.ray:
+        with on_ray.ray_data(cfg):
+            rows, reading = on_ray.snapshot_rows_on_ray(storage, dataset, read_columns(cfg))
+            encoded = on_ray.encoded_batches(rows, reading, codes, fitted, model_folder, cfg)
+            return encode_splits(storage, prefix, dataset, encoded, codes, fitted, cfg)
+    encoded = encoded_batches(snapshot_batches(storage, dataset, cfg, path), codes, fitted, model_folder, cfg)
+    return encode_splits(storage, prefix, dataset, encoded, codes, fitted, cfg)
+
+
+def read_columns(cfg: FinetuneConfig) -> list[str]:
+    """The snapshot's columns the objective reads (and the split column)."""
+    columns = objectives.get(cfg.task.value).input_columns(cfg) + ([cfg.data.split_column]
+                                                                    if cfg.data.split_column else [])
+    return list(dict.fromkeys(columns))
 
 
 def snapshot_batches(storage: Storage, dataset: Dataset, cfg: FinetuneConfig, path: Path | None = None) -> Batches:
     """The snapshot's columns the objective reads, ``data.batch_rows`` rows at a time (``path``: the snapshot's
     local file when the caller has it already)."""
     path = path or snapshot_file(storage, dataset)
-    columns = objectives.get(cfg.task.value).input_columns(cfg) + ([cfg.data.split_column]
-                                                                    if cfg.data.split_column else [])
-    return lambda: parquet_batches(path, cfg.data.batch_rows, list(dict.fromkeys(columns)))
+    return lambda: parquet_batches(path, cfg.data.batch_rows, read_columns(cfg))
 
 
 def split_and_fit_rows(batches: Batches, cfg: FinetuneConfig) -> tuple[np.ndarray, pd.DataFrame]:
@@ -105,75 +127,17 @@ def split_and_fit_rows(batches: Batches, cfg: FinetuneConfig) -> tuple[np.ndarra
     return tally.splits(), kept.frame()
 
 
-class SharedValues:
-    """Some columns of every row, each distinct value stored once: a row costs a 4-byte code per column (numbers
-    are kept as they are). ``frame()`` gives the columns back, the cells referring to the shared values."""
-
-    def __init__(self, columns: list[str]):
-        self.columns = columns
-        self._parts: dict[str, list[np.ndarray]] = {c: [] for c in columns}  # codes, or the numbers themselves
-        self._values: dict[str, dict] = {c: {} for c in columns}  # hashable key -> (code, first value)
-        self._numeric: dict[str, bool] = {}
-        self.rows = 0
-
-    def add(self, frame: pd.DataFrame) -> None:
-        self.rows += len(frame)
-        for column in self.columns:
-            values = frame[column]
-            numeric = self._numeric.setdefault(column, pd.api.types.is_numeric_dtype(values.dtype))
-            if numeric:
-                self._parts[column].append(values.to_numpy(dtype=float))
-                continue
-            seen = self._values[column]
-            if values.dtype == object:  # lists (tags), or mixed cells: one key per cell
-                codes = np.fromiter((seen.setdefault(_hashable(v), (len(seen), v))[0] for v in values),
-                                    dtype=np.int32, count=len(values))
-            else:  # strings: factorize the batch, then code its few distinct values
-                local, uniques = pd.factorize(values, use_na_sentinel=False)
-                lookup = np.array([seen.setdefault(_hashable(v), (len(seen), v))[0] for v in uniques], np.int32)
-                codes = lookup[local] if len(local) else np.zeros(0, np.int32)
-            self._parts[column].append(codes)
-
-    def frame(self) -> pd.DataFrame:
-        columns = {}
-        for column in self.columns:
-            parts = self._parts[column]
-            if self._numeric.get(column):
-                columns[column] = np.concatenate(parts)
-                continue
-            codes = np.concatenate(parts) if parts else np.zeros(0, np.int32)
-            shared = np.empty(len(self._values[column]), dtype=object)
-            for code, value in self._values[column].values():
-                shared[code] = value
-            columns[column] = shared[codes]
-        return pd.DataFrame(columns, index=pd.RangeIndex(self.rows))
-
-
-def _hashable(value):
-    """A dict key for a cell: lists (token tags, turns) by their items, every missing value alike."""
-    if isinstance(value, (list, tuple, np.ndarray)):
-        return ("list", tuple(_hashable(v) for v in value))
-    if isinstance(value, dict):
-        return ("dict", tuple(sorted((k, _hashable(v)) for k, v in value.items())))
-    try:
-        if pd.isna(value):
-            return None
-    except (TypeError, ValueError):
-        pass
-    return value
-
-
-def encode_splits(storage: Storage, prefix: str, dataset: Dataset, batches: Batches, codes: np.ndarray,
-                  fitted: dict, tokenizer_folder: Path, cfg: FinetuneConfig) -> Prepared:
-    """Encode the rows batch by batch (``codes``: a split code per row) with ``fitted`` and the tokenizer in
-    ``tokenizer_folder``; store the splits and their meta under ``prefix``."""
+def encode_splits(storage: Storage, prefix: str, dataset: Dataset, encoded: Iterable[dict], codes: np.ndarray,
+                  fitted: dict, cfg: FinetuneConfig) -> Prepared:
+    """Write each batch's encoded splits (``encoded``, in row order; ``codes``: a split code per row) into the
+    split folders; store them and their meta under ``prefix``."""
     from datasets import load_from_disk
 
     objective = objectives.get(cfg.task.value)
     with tempfile.TemporaryDirectory() as tmp:
         writers = {split: SplitWriter(Path(tmp) / split) for split in SPLITS}
-        for encoded in encoded_batches(batches, codes, fitted, tokenizer_folder, cfg):
-            for split, rows in encoded.items():
+        for splits in encoded:
+            for split, rows in splits.items():
                 writers[split].write(rows)
         written = [split for split, writer in writers.items() if writer.close()]
         stats = objective.encoded_stats({split: load_from_disk(str(Path(tmp) / split)) for split in written}, cfg)
@@ -183,21 +147,6 @@ def encode_splits(storage: Storage, prefix: str, dataset: Dataset, batches: Batc
                         dataset_fingerprint=dataset.fingerprint, counts=counts, fitted=fitted, stats=stats)
     storage.write_json(keys.meta(prefix), prepared.stored())
     return prepared
-
-
-class BatchEncoder:
-    """Derives and encodes one batch of rows, split by split (in this process or an encoding process)."""
-
-    def __init__(self, cfg: FinetuneConfig, tokenizer_folder: Path, fitted: dict):
-        self.cfg, self.fitted = cfg, fitted
-        self.objective = objectives.get(cfg.task.value)
-        self.tokenizer = self.objective.tokenizer(tokenizer_folder)
-
-    def __call__(self, batch: pd.DataFrame, codes: np.ndarray) -> dict:
-        """{split: ``datasets.Dataset``} of the batch's rows in each split that has any."""
-        derived = self.objective.derive(batch, self.cfg)
-        return {split: self.objective.encode(derived[codes == i], self.cfg, self.tokenizer, self.fitted)
-                for i, split in enumerate(SPLITS) if np.any(codes == i)}
 
 
 def encoding_processes(cfg: FinetuneConfig, rows: int) -> int:
@@ -276,17 +225,3 @@ def batch_codes(codes: np.ndarray, batch: pd.DataFrame) -> np.ndarray:
     """The split codes of a batch's rows (its index: their positions)."""
     start = int(batch.index[0]) if len(batch) else 0
     return codes[start:start + len(batch)]
-
-
-@contextmanager
-def quiet_datasets():
-    """No progress bar per encoded batch (``datasets.map`` draws one per call)."""
-    import datasets
-
-    enabled = datasets.is_progress_bar_enabled()
-    datasets.disable_progress_bars()
-    try:
-        yield
-    finally:
-        if enabled:
-            datasets.enable_progress_bars()

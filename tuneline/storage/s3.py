@@ -195,6 +195,16 @@ class S3Storage(Storage):
         self.client = boto3.session.Session().client("s3", region_name=os.environ.get("AWS_REGION") or None,
                                                      config=config)
 
+    def arrow_filesystem(self):
+        """This root's S3 as a ``pyarrow.fs.S3FileSystem`` for readers elsewhere (Ray workers): the endpoint and
+        region of this process, the credentials of the reader's own environment (none are put in it)."""
+        from pyarrow import fs
+
+        endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+        region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+        return fs.S3FileSystem(**({"endpoint_override": endpoint} if endpoint else {}),
+                               **({"region": region} if region else {}))
+
     @classmethod
     def from_uri(cls, uri: str, **options) -> "S3Storage":
         bucket, prefix = parse_s3_uri(uri, options.get("label", "storage"))

@@ -44,7 +44,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import sys
 import tempfile
 import threading
@@ -61,7 +60,7 @@ from tuneline.training.loop import fine_tune, is_main_process
 from tuneline.training.outcomes import (EXIT_INPUT_ERROR, EXIT_ORPHANED, EXIT_OUT_OF_MEMORY, EXIT_PREEMPTED,
                                         PARENT_PID_ENV, PROGRESS_PREFIX)
 from tuneline.training.process import exit_with_the_launcher
-from tuneline.training.ray_launch import cluster_address, require_ray
+from tuneline.training.ray_launch import check_reachable, cluster_address, require_ray
 
 # Set in the driver before Ray is imported (an operator's own value wins).
 DRIVER_ENV = {
@@ -174,19 +173,6 @@ def watch_the_driver(stop, poll_s: float = 0.5) -> None:
 
 
 # -- the driver -----------------------------------------------------------------
-
-
-def check_reachable(address: str, timeout_s: float = 10.0) -> None:
-    """A cluster address that refuses or drops connections fails in seconds, as transient (ray.init would retry
-    for over 10 minutes); addresses without a port ("auto") are left to Ray."""
-    host, sep, port = address.removeprefix("ray://").rpartition(":")
-    if not sep or not port.isdigit():
-        return
-    try:
-        socket.create_connection((host.strip("[]"), int(port)), timeout_s).close()
-    except OSError as err:
-        raise ConnectionError(f"cannot reach the Ray cluster at {redact_urls(address)}: {err}") from None
-
 
 
 def stop_flag(ray):
