@@ -183,21 +183,24 @@ def sync_folder(folder: Path) -> None:
 
 
 # Where the training loop runs outside the main thread (a Ray Train worker: tuneline/training/ray_engine.py), no
-# signal reaches it: the engine sets this event instead, and every rank stops at the same step (one all-reduce of
-# the flag per step, since the ranks learn of the event at different moments).
+# signal reaches it: the engine sets this event instead.
 STOP_REQUESTED = threading.Event()
 
 
-def stop_requested_by_all(preempted: bool, device) -> bool:
-    """Whether any rank has been asked to stop (a rank that saves alone would deadlock the others)."""
+def agreed_by_all(flags: tuple[bool, ...], device) -> tuple[bool, ...]:
+    """Each flag, true when it is true on any rank (one all-reduce; the flags as they are on one process).
+
+    Every rank must save at the same steps: a save has collectives (a barrier with early stopping) and each rank
+    writes its RNG state into the checkpoint, so a rank that saves alone hangs the others or leaves a checkpoint
+    that cannot resume exactly. The ranks' clocks and their SIGTERMs differ by moments: they agree here."""
     import torch
     import torch.distributed as dist
 
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return preempted
-    flag = torch.tensor([int(preempted)], device=device)
-    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-    return bool(flag.item())
+        return flags
+    tensor = torch.tensor([int(flag) for flag in flags], device=device)
+    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    return tuple(bool(value) for value in tensor.tolist())
 
 
 def checkpoint_callback(store: CheckpointStore, every_minutes: float | None):
@@ -218,12 +221,15 @@ def checkpoint_callback(store: CheckpointStore, every_minutes: float | None):
             self.preempted = True
 
         def on_step_end(self, args, state, control, **kwargs):
-            if not self.in_main_thread and not self.preempted:
-                asked = STOP_REQUESTED.is_set()
-                if stop_requested_by_all(asked, args.device):
+            asked = self.preempted or (not self.in_main_thread and STOP_REQUESTED.is_set())
+            overdue = bool(every_minutes) and time.monotonic() - self.last_save >= every_minutes * 60
+            stop, overdue = agreed_by_all((asked, overdue), args.device)  # every rank saves at the same steps
+            if stop and not self.preempted:
+                if not asked:
+                    print("another rank was asked to stop: saving a checkpoint, then stopping", flush=True)
+                elif not self.in_main_thread:
                     print("asked to stop: saving a checkpoint, then stopping", flush=True)
-                    self.preempted = True
-            overdue = every_minutes and time.monotonic() - self.last_save >= every_minutes * 60
+                self.preempted = True
             if self.preempted or overdue:
                 control.should_save = True
             if self.preempted:
@@ -231,10 +237,10 @@ def checkpoint_callback(store: CheckpointStore, every_minutes: float | None):
             return control
 
         def on_save(self, args, state, control, **kwargs):
+            self.last_save = time.monotonic()  # on every rank: each one's timer starts again
             if not state.is_world_process_zero:  # under torchrun, rank 0 publishes
                 return
             store.mark_complete(state.global_step)
-            self.last_save = time.monotonic()
             print(f"checkpoint saved at step {state.global_step}/{state.max_steps}", flush=True)
 
     return Checkpointing()
