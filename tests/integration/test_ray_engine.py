@@ -5,9 +5,9 @@ finetune flow on it with two CPU Ray Train workers (gloo), the multi-node code p
   retry resumes from that checkpoint in the storage root on two new workers, and the model it registers loads
   and predicts; ``training.json`` says 2 processes; the run's ``train.log`` has the workers' lines and the
   progress lines the launcher reads.
-- Prepare on Ray Data (``data.engine: ray``), classification, regression and token classification: the prepared
-  folders are byte for byte those the local engine writes for the same snapshot and seed, in batches of another
-  size; an input error raised in a Ray worker reaches the stage as itself.
+- Prepare on Ray Data (``data.engine: ray``), classification, regression and token classification, and new data
+  for a fitted model: the prepared folders are byte for byte those the local engine writes for the same snapshot
+  and seed, in batches of another size; an input error raised in a Ray worker reaches the stage as itself.
 - An input error in one worker only (the training loop's test hook, sent to the workers with tuneline's other
   settings), through Ray Client (``ray://``, as a KubeRay head service is reached): the attempt fails as an input
   error and is not retried.
@@ -212,15 +212,18 @@ def test_an_input_error_in_one_ray_worker_fails_the_attempt_once(
 
 # -- prepare on Ray Data ----------------------------------------------------------------------------------------------
 
-def prepared_files(root: Path, source: Path, raw: dict) -> tuple[dict, dict[str, bytes]]:
-    """Prepare ``source`` under ``root`` with ``raw``'s settings: the stage's meta and every split file it wrote."""
+def prepared_files(root: Path, source: Path, raw: dict, fitted: dict | None = None) -> tuple[dict, dict[str, bytes]]:
+    """Prepare ``source`` under ``root`` with ``raw``'s settings (``fitted``: as new data for a model fitted with
+    these values, every row in the test split): the stage's meta and every split file it wrote."""
     from tuneline.data.ingest import ingest_dataset
-    from tuneline.stages.prepare import prepare_splits
+    from tuneline.stages.prepare import prepare_rows, prepare_splits
     from tuneline.storage import LocalStorage
 
     cfg = parse_config({**raw, "storage": str(root)})
     storage = LocalStorage(root)
-    prepared = prepare_splits(storage, ingest_dataset(str(source), storage, cfg.data.format.value), cfg)
+    dataset = ingest_dataset(str(source), storage, cfg.data.format.value)
+    prepared = (prepare_splits(storage, dataset, cfg) if fitted is None else
+                prepare_rows(storage, dataset, cfg, fitted, Path(cfg.model.base), "the model's fingerprint"))
     folder = root / prepared.key
     meta = {k: v for k, v in prepared.stored().items() if k != "uri"}  # the uri names the root
     return meta, {p.relative_to(folder).as_posix(): p.read_bytes()
@@ -278,6 +281,7 @@ def prepare_on_ray_in_a_fresh_process(tmp_path: Path, tiny_bert: Path, address: 
         for task in PREPARE_TASKS:
             source, raw = prepare_raw(tmp / task, task, bert, address, engine="ray", batch_rows=23, num_proc=2)
             found[task] = prepared_files(tmp / task / "ray", source, raw)
+        found["new data"] = prepared_files(tmp / "new" / "ray", source, raw, found[task][0]["fitted"])
         found["input error"] = input_error_case(address)
         Path({str(out)!r}).write_bytes(pickle.dumps(found))
     """)
@@ -324,4 +328,7 @@ def test_prepare_on_ray_data_writes_the_local_engines_bytes(ray_cluster, tmp_pat
         for name, content in local_files.items():
             assert ray_files[name] == content, f"{task}: {name} differs"
         assert sum(local_meta["counts"].values()) == 260 and all(local_meta["counts"].values()), task
+        if task == PREPARE_TASKS[-1]:  # a registered model's fitted values on new data: every row, one split
+            new_meta, new_files = prepared_files(tmp_path / "new" / "local", source, raw, local_meta["fitted"])
+            assert on_ray["new data"] == (new_meta, new_files) and new_meta["counts"]["test"] == 260
     assert on_ray["input error"] == "DataError: row 30 is bad"

@@ -91,13 +91,14 @@ def prepare_rows(storage: Storage, dataset: Dataset, cfg: FinetuneConfig, fitted
                                                  fitted, split))
     if cfg.cache and storage.exists(keys.meta(prefix)):
         return Prepared(**storage.read_json(keys.meta(prefix)), reused=True)
-    path = snapshot_file(storage, dataset)  # one listing of the snapshot's prefix (S3), not one per use
-    codes = np.full(snapshot_rows(path), SPLITS.index(split), dtype=np.int8)
     if cfg.data.engine == DataEngine.ray:
         with on_ray.ray_data(cfg):
             rows, reading = on_ray.snapshot_rows_on_ray(storage, dataset, read_columns(cfg))
+            codes = np.full(rows.count(), SPLITS.index(split), dtype=np.int8)  # from the file's footer
             encoded = on_ray.encoded_batches(rows, reading, codes, fitted, model_folder, cfg)
             return encode_splits(storage, prefix, dataset, encoded, codes, fitted, cfg)
+    path = snapshot_file(storage, dataset)  # one listing of the snapshot's prefix (S3), not one per use
+    codes = np.full(snapshot_rows(path), SPLITS.index(split), dtype=np.int8)
     encoded = encoded_batches(snapshot_batches(storage, dataset, cfg, path), codes, fitted, model_folder, cfg)
     return encode_splits(storage, prefix, dataset, encoded, codes, fitted, cfg)
 
