@@ -7,7 +7,8 @@ finetune flow on it with two CPU Ray Train workers (gloo), the multi-node code p
   progress lines the launcher reads.
 - Prepare on Ray Data (``data.engine: ray``), classification, regression and token classification, and new data
   for a fitted model: the prepared folders are byte for byte those the local engine writes for the same snapshot
-  and seed, in batches of another size; an input error raised in a Ray worker reaches the stage as itself.
+  and seed, in batches of another size, also with the storage root on S3 (SeaweedFS; the workers have the
+  cluster's credentials); an input error raised in a Ray worker reaches the stage as itself.
 - An input error in one worker only (the training loop's test hook, sent to the workers with tuneline's other
   settings), through Ray Client (``ray://``, as a KubeRay head service is reached): the attempt fails as an input
   error and is not retried.
@@ -64,19 +65,24 @@ def session_members(session: int) -> list[int]:
 
 
 @pytest.fixture(scope="module")
-def ray_cluster():
+def ray_cluster(request):
     """A local Ray head for this module: its GCS address, its Ray Client address (``ray://``, what a KubeRay head
-    service offers) and the session of every Ray process it starts."""
+    service offers) and the session of every Ray process it starts. Its workers have the session's S3 server's
+    credentials in their environment, as a cluster's pods have theirs (none without SeaweedFS)."""
     try:
         import ray  # noqa: F401
     except ImportError:
         missing("ray is not installed: pip install 'tuneline[ray]' (the test extra has it)")
+    try:
+        cluster_s3 = {**request.getfixturevalue("s3_server").env(), "AWS_EC2_METADATA_DISABLED": "true"}
+    except pytest.skip.Exception:
+        cluster_s3 = {}
     temp = Path(tempfile.mkdtemp(prefix="tl-ray-"))
     port, client_port = free_port(), free_port()
     # the head and the flow's Ray driver: a token, and "127.0.0.1" kept as is (Ray swaps in the host's address)
     shared = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32),
               "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
-    env = {**os.environ, **shared, "RAY_USAGE_STATS_ENABLED": "0"}
+    env = {**os.environ, **shared, **cluster_s3, "RAY_USAGE_STATS_ENABLED": "0"}
     log = (temp / "head.log").open("w")
     head = subprocess.Popen(
         [str(Path(sys.executable).with_name("ray")), "start", "--head", "--block", "--num-cpus", "2",
@@ -212,22 +218,22 @@ def test_an_input_error_in_one_ray_worker_fails_the_attempt_once(
 
 # -- prepare on Ray Data ----------------------------------------------------------------------------------------------
 
-def prepared_files(root: Path, source: Path, raw: dict, fitted: dict | None = None) -> tuple[dict, dict[str, bytes]]:
-    """Prepare ``source`` under ``root`` with ``raw``'s settings (``fitted``: as new data for a model fitted with
-    these values, every row in the test split): the stage's meta and every split file it wrote."""
+def prepared_files(root: Path | str, source: Path, raw: dict, fitted: dict | None = None) -> tuple[dict, dict]:
+    """Prepare ``source`` in the storage ``root`` with ``raw``'s settings (``fitted``: as new data for a model fitted
+    with these values, every row in the test split): the stage's meta and every split file it wrote."""
     from tuneline.data.ingest import ingest_dataset
     from tuneline.stages.prepare import prepare_rows, prepare_splits
-    from tuneline.storage import LocalStorage
+    from tuneline.storage import open_storage
 
     cfg = parse_config({**raw, "storage": str(root)})
-    storage = LocalStorage(root)
+    storage = open_storage(str(root))
     dataset = ingest_dataset(str(source), storage, cfg.data.format.value)
     prepared = (prepare_splits(storage, dataset, cfg) if fitted is None else
                 prepare_rows(storage, dataset, cfg, fitted, Path(cfg.model.base), "the model's fingerprint"))
-    folder = root / prepared.key
+    folder = storage.local_dir(prepared.key)  # downloaded from S3
     meta = {k: v for k, v in prepared.stored().items() if k != "uri"}  # the uri names the root
     return meta, {p.relative_to(folder).as_posix(): p.read_bytes()
-                               for p in sorted(folder.rglob("*")) if p.is_file() and p.name != "meta.json"}
+                  for p in sorted(folder.rglob("*")) if p.is_file() and p.name != "meta.json"}
 
 
 def prepare_source(tmp_path: Path, task: str) -> tuple[Path, dict]:
@@ -265,9 +271,10 @@ def prepare_raw(tmp_path: Path, task: str, tiny_bert: Path, address: str, **data
                     "data": {"source": str(source), **extra, **data}, "training": {"ray": {"address": address}}}
 
 
-def prepare_on_ray_in_a_fresh_process(tmp_path: Path, tiny_bert: Path, address: str) -> dict:
+def prepare_on_ray_in_a_fresh_process(tmp_path: Path, tiny_bert: Path, address: str, s3_root: str | None) -> dict:
     """Run the Ray side in a new process, as a flow worker started with the cluster's environment does (Ray reads
-    its auth token and loopback switch when it is imported, which this test process did long before)."""
+    its auth token and loopback switch when it is imported, which this test process did long before). With
+    ``s3_root``, classification once more with the storage root on S3: the workers read the snapshot there."""
     import pickle
     import textwrap
 
@@ -282,6 +289,10 @@ def prepare_on_ray_in_a_fresh_process(tmp_path: Path, tiny_bert: Path, address: 
             source, raw = prepare_raw(tmp / task, task, bert, address, engine="ray", batch_rows=23, num_proc=2)
             found[task] = prepared_files(tmp / task / "ray", source, raw)
         found["new data"] = prepared_files(tmp / "new" / "ray", source, raw, found[task][0]["fitted"])
+        if {s3_root!r}:
+            source, raw = prepare_raw(tmp / "classification", "classification", bert, address, engine="ray",
+                                      batch_rows=23)
+            found["s3"] = prepared_files({s3_root!r}, source, raw)
         found["input error"] = input_error_case(address)
         Path({str(out)!r}).write_bytes(pickle.dumps(found))
     """)
@@ -316,9 +327,13 @@ def fail_on_row_30(batch):
     return len(batch)
 
 
-def test_prepare_on_ray_data_writes_the_local_engines_bytes(ray_cluster, tmp_path, tiny_bert):
+def test_prepare_on_ray_data_writes_the_local_engines_bytes(ray_cluster, tmp_path, tiny_bert, request):
     address = ray_cluster[0]
-    on_ray = prepare_on_ray_in_a_fresh_process(tmp_path, tiny_bert, address)
+    try:
+        s3_root = request.getfixturevalue("s3_root")  # the AWS variables for the flow's process: this one's child
+    except pytest.skip.Exception:
+        s3_root = None
+    on_ray = prepare_on_ray_in_a_fresh_process(tmp_path, tiny_bert, address, s3_root)
     for task in PREPARE_TASKS:
         source, raw = prepare_raw(tmp_path / task, task, tiny_bert, address)
         local_meta, local_files = prepared_files(tmp_path / task / "local", source, raw)
@@ -328,6 +343,8 @@ def test_prepare_on_ray_data_writes_the_local_engines_bytes(ray_cluster, tmp_pat
         for name, content in local_files.items():
             assert ray_files[name] == content, f"{task}: {name} differs"
         assert sum(local_meta["counts"].values()) == 260 and all(local_meta["counts"].values()), task
+        if task == "classification" and s3_root:
+            assert on_ray["s3"] == (local_meta, local_files), "Ray workers reading the snapshot on S3"
         if task == PREPARE_TASKS[-1]:  # a registered model's fitted values on new data: every row, one split
             new_meta, new_files = prepared_files(tmp_path / "new" / "local", source, raw, local_meta["fitted"])
             assert on_ray["new data"] == (new_meta, new_files) and new_meta["counts"]["test"] == 260

@@ -31,15 +31,23 @@ class Published:
         self.steps.append(step)
 
 
-def drive(rank: int, port: int, out: str, sigterm_rank: int | None) -> None:
-    """One rank: 40 steps of the callback, saving when it says so; what it decided, written to ``out``."""
+def drive(rank: int, port: int, out: str) -> None:
+    """One rank: two runs of 40 steps of the callback, saving when it says so (the second with a SIGTERM to rank 1
+    at step 25); what it decided, written to ``out``."""
     import torch.distributed as dist
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=2)
+    found = {case: steps(rank, sigterm_rank) for case, sigterm_rank in (("timer", None), ("sigterm", 1))}
+    Path(out).write_text(json.dumps(found))
+    dist.destroy_process_group()
+
+
+def steps(rank: int, sigterm_rank: int | None) -> dict:
     from transformers import TrainerControl, TrainerState
 
     from tuneline.training.checkpoints import checkpoint_callback
 
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=2)
     store = Published()
     callback = checkpoint_callback(store, every_minutes=0.1 / 60)  # a save every 0.1 s of the rank's own clock
     args, saved, stopped = SimpleNamespace(device="cpu"), [], None
@@ -55,8 +63,7 @@ def drive(rank: int, port: int, out: str, sigterm_rank: int | None) -> None:
         if control.should_training_stop:
             stopped = step
             break
-    Path(out).write_text(json.dumps({"saved": saved, "stopped": stopped, "published": store.steps}))
-    dist.destroy_process_group()
+    return {"saved": saved, "stopped": stopped, "published": store.steps}
 
 
 def free_port() -> int:
@@ -65,31 +72,35 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def run_ranks(tmp_path: Path, sigterm_rank: int | None) -> list[dict]:
+@pytest.fixture(scope="module")
+def ranks(tmp_path_factory) -> list[dict]:
+    """What each of two gloo ranks decided, in both runs."""
     import torch.multiprocessing as mp
 
-    outs = [str(tmp_path / f"rank{rank}.json") for rank in range(2)]
+    folder = tmp_path_factory.mktemp("ranks")
+    outs = [str(folder / f"rank{rank}.json") for rank in range(2)]
     port = free_port()
     context = mp.get_context("spawn")
-    ranks = [context.Process(target=drive, args=(rank, port, outs[rank], sigterm_rank)) for rank in range(2)]
-    for process in ranks:
+    processes = [context.Process(target=drive, args=(rank, port, outs[rank])) for rank in range(2)]
+    for process in processes:
         process.start()
-    for process in ranks:
+    for process in processes:
         process.join(120)
         assert process.exitcode == 0, f"a rank failed or hung (exit {process.exitcode})"
     return [json.loads(Path(out).read_text()) for out in outs]
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="gloo processes and SIGTERM")
-def test_ranks_save_at_the_same_steps_whatever_their_clocks(tmp_path):
-    rank0, rank1 = run_ranks(tmp_path, sigterm_rank=None)
+def test_ranks_save_at_the_same_steps_whatever_their_clocks(ranks):
+    rank0, rank1 = (found["timer"] for found in ranks)
     assert len(rank0["saved"]) >= 3, rank0  # the timer fired several times in 40 steps
     assert rank1["saved"] == rank0["saved"], (rank0, rank1)
     assert rank0["published"] == rank0["saved"] and rank1["published"] == [], "rank 0 alone publishes"
     assert rank0["stopped"] is rank1["stopped"] is None
 
 
-def test_sigterm_to_one_rank_stops_both_at_the_same_step_with_a_save(tmp_path):
-    rank0, rank1 = run_ranks(tmp_path, sigterm_rank=1)
+@pytest.mark.skipif(sys.platform == "win32", reason="gloo processes and SIGTERM")
+def test_sigterm_to_one_rank_stops_both_at_the_same_step_with_a_save(ranks):
+    rank0, rank1 = (found["sigterm"] for found in ranks)
     assert rank0["stopped"] == rank1["stopped"] == 25, (rank0, rank1)
     assert rank0["saved"] == rank1["saved"] and rank0["saved"][-1] == 25, (rank0, rank1)
