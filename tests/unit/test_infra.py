@@ -66,6 +66,18 @@ def test_kubernetes_template_asks_for_gpus_on_gpu_nodes():
     assert {"name": "dshm", "mountPath": "/dev/shm"} in container["volumeMounts"]
 
 
+def test_kubernetes_flow_pod_that_drives_a_ray_cluster_holds_no_gpu():
+    import prefect_kubernetes.worker as worker
+
+    template = json.loads((INFRA / "work-pools" / "kubernetes.json").read_text())
+    assert template["variables"]["properties"]["gpu_count"]["minimum"] == 0
+    config = worker.KubernetesWorkerJobConfiguration.model_validate(
+        render("kubernetes", gpu_count=0, node_selector={}, tolerations=[]))
+    pod = config.job_manifest["spec"]["template"]["spec"]
+    assert pod["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == 0
+    assert not pod.get("nodeSelector") and not pod.get("tolerations"), "free to run on a CPU node"
+
+
 def test_prefect_yaml_deployments():
     spec = yaml.safe_load((REPO / "deployments" / "prefect.yaml").read_text())
     deployments = {d["name"]: d for d in spec["deployments"]}
