@@ -23,6 +23,7 @@ import os
 import tempfile
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -64,20 +65,12 @@ def prepare_splits(storage: Storage, dataset: Dataset, cfg: FinetuneConfig) -> P
     prefix = keys.prepared_prefix(prepare_key(dataset, cfg, base))
     if cfg.cache and storage.exists(keys.meta(prefix)):
         return Prepared(**storage.read_json(keys.meta(prefix)), reused=True)
-    if cfg.data.engine == DataEngine.ray:
-        with on_ray.ray_data(cfg):
-            rows, reading = on_ray.snapshot_rows_on_ray(storage, dataset, read_columns(cfg))
-            codes, fit_rows = on_ray.split_and_fit_rows(rows, reading, cfg)
-            fitted = objective.fit(fit_rows[codes == TRAIN], fit_rows, cfg)
-            del fit_rows
-            encoded = on_ray.encoded_batches(rows, reading, codes, fitted, base.folder, cfg)
-            return encode_splits(storage, prefix, dataset, encoded, codes, fitted, cfg)
-    batches = snapshot_batches(storage, dataset, cfg)
-    codes, fit_rows = split_and_fit_rows(batches, cfg)
-    fitted = objective.fit(fit_rows[codes == TRAIN], fit_rows, cfg)
-    del fit_rows
-    encoded = encoded_batches(batches, codes, fitted, base.folder, cfg)
-    return encode_splits(storage, prefix, dataset, encoded, codes, fitted, cfg)
+    with snapshot_passes(storage, dataset, cfg) as passes:
+        codes, fit_rows = passes.split_and_fit()
+        fitted = objective.fit(fit_rows[codes == TRAIN], fit_rows, cfg)
+        del fit_rows
+        encoded = passes.encoded(codes, fitted, base.folder)
+        return encode_splits(storage, prefix, dataset, encoded, codes, fitted, cfg)
 
 
 def prepare_rows(storage: Storage, dataset: Dataset, cfg: FinetuneConfig, fitted: dict, model_folder: Path,
@@ -91,16 +84,39 @@ def prepare_rows(storage: Storage, dataset: Dataset, cfg: FinetuneConfig, fitted
                                                  fitted, split))
     if cfg.cache and storage.exists(keys.meta(prefix)):
         return Prepared(**storage.read_json(keys.meta(prefix)), reused=True)
+    with snapshot_passes(storage, dataset, cfg) as passes:
+        codes = np.full(passes.rows(), SPLITS.index(split), dtype=np.int8)
+        encoded = passes.encoded(codes, fitted, model_folder)
+        return encode_splits(storage, prefix, dataset, encoded, codes, fitted, cfg)
+
+
+@contextmanager
+def snapshot_passes(storage: Storage, dataset: Dataset, cfg: FinetuneConfig):
+    """The passes over the snapshot of ``data.engine``: in this process (``LocalPasses``), or on a Ray cluster's
+    workers (``prepare_on_ray.RayPasses``, connected for the duration)."""
     if cfg.data.engine == DataEngine.ray:
         with on_ray.ray_data(cfg):
-            rows, reading = on_ray.snapshot_rows_on_ray(storage, dataset, read_columns(cfg))
-            codes = np.full(rows.count(), SPLITS.index(split), dtype=np.int8)  # from the file's footer
-            encoded = on_ray.encoded_batches(rows, reading, codes, fitted, model_folder, cfg)
-            return encode_splits(storage, prefix, dataset, encoded, codes, fitted, cfg)
-    path = snapshot_file(storage, dataset)  # one listing of the snapshot's prefix (S3), not one per use
-    codes = np.full(snapshot_rows(path), SPLITS.index(split), dtype=np.int8)
-    encoded = encoded_batches(snapshot_batches(storage, dataset, cfg, path), codes, fitted, model_folder, cfg)
-    return encode_splits(storage, prefix, dataset, encoded, codes, fitted, cfg)
+            yield on_ray.RayPasses(storage, dataset, read_columns(cfg), cfg)
+        return
+    yield LocalPasses(storage, dataset, cfg)
+
+
+class LocalPasses:
+    """The snapshot read batch by batch in this process: its rows, the first pass, the encoded batches."""
+
+    def __init__(self, storage: Storage, dataset: Dataset, cfg: FinetuneConfig):
+        self.cfg = cfg
+        self.path = snapshot_file(storage, dataset)  # one listing of the snapshot's prefix (S3), not one per use
+        self.batches = snapshot_batches(storage, dataset, cfg, self.path)
+
+    def rows(self) -> int:
+        return snapshot_rows(self.path)
+
+    def split_and_fit(self) -> tuple[np.ndarray, pd.DataFrame]:
+        return split_and_fit_rows(self.batches, self.cfg)
+
+    def encoded(self, codes: np.ndarray, fitted: dict, tokenizer_folder: Path) -> Iterator[dict]:
+        return encoded_batches(self.batches, codes, fitted, tokenizer_folder, self.cfg)
 
 
 def read_columns(cfg: FinetuneConfig) -> list[str]:

@@ -99,6 +99,24 @@ def snapshot_rows_on_ray(storage: Storage, dataset: Dataset, columns: list[str])
     return ray.data.read_parquet(source, columns=columns, filesystem=filesystem), reading
 
 
+class RayPasses:
+    """The snapshot read by the cluster's workers (inside ``ray_data``): its rows, the first pass, the encoded
+    batches; what ``prepare.LocalPasses`` gives in this process."""
+
+    def __init__(self, storage: Storage, dataset: Dataset, columns: list[str], cfg: FinetuneConfig):
+        self.cfg = cfg
+        self.dataset, self.reading = snapshot_rows_on_ray(storage, dataset, columns)
+
+    def rows(self) -> int:
+        return self.dataset.count()  # from the file's footer
+
+    def split_and_fit(self) -> tuple[np.ndarray, pd.DataFrame]:
+        return split_and_fit_rows(self.dataset, self.reading, self.cfg)
+
+    def encoded(self, codes: np.ndarray, fitted: dict, tokenizer_folder: Path) -> Iterator[dict]:
+        return encoded_batches(self.dataset, self.reading, codes, fitted, tokenizer_folder, self.cfg)
+
+
 def split_and_fit_rows(rows, reading: FrameReading, cfg: FinetuneConfig) -> tuple[np.ndarray, pd.DataFrame]:
     """First pass: the split code of every row, and the derived columns ``fit`` reads, of every row."""
     objective = objectives.get(cfg.task.value)
@@ -134,8 +152,7 @@ def encoded_batches(rows, reading: FrameReading, codes: np.ndarray, fitted: dict
     encoded = rows.zip(split_codes).map_batches(
         EncodeOnWorker, batch_format="pyarrow", batch_size=cfg.data.batch_rows,
         fn_constructor_args=(encoder, reading), concurrency=(1, workers))
-    for splits in payloads(encoded):
-        yield splits
+    yield from payloads(encoded)
 
 
 class EncodeOnWorker:
